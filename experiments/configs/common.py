@@ -1,0 +1,77 @@
+"""The one base config every experiment file starts from; each section is owned by one part of the code.
+
+An experiment file calls `base_config(preset)`, changes what differs, and returns it locked, so that a
+command-line override naming a field that does not exist (`--config.train.stpes=10`) is an error.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from llama_jax.config import get_preset
+
+# LLaMA Table 1 sampling proportions; the keys are the source names of data_pipeline.
+LLAMA_MIXTURE = {
+    "commoncrawl": 0.67,
+    "c4": 0.15,
+    "github": 0.045,
+    "wikipedia": 0.045,
+    "books": 0.045,
+    "arxiv": 0.025,
+    "stackexchange": 0.02,
+}
+
+
+def base_config(preset: str) -> ml_collections.ConfigDict:
+    """The paper's recipe (§2.3, Table 2) around the model preset `preset`, unlocked for the caller to edit."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Fields of llama_jax.config.ModelConfig; `--config.model.n_layers=4` overrides one.
+    c.model = ml_collections.ConfigDict(get_preset(preset).to_dict())
+    c.model.lock()
+    c.model_preset = preset
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.seq_len = 2048
+    c.train.global_batch_size = 2048  # sequences; 2048 x 2048 = 4M tokens (Table 2)
+    c.train.microbatches = 1  # gradient accumulation: the global batch is split into this many steps
+    c.train.log_every = 10
+    c.train.eval_every = 500
+    c.train.eval_batches = 8
+    c.train.profile_step = -1  # >= 0: write a profiler trace of that step into WORKDIR/profile
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.peak_lr = 3.0e-4
+    c.optimizer.warmup_steps = 2000
+    c.optimizer.final_lr_fraction = 0.1  # cosine decays to 10% of the peak
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.95
+    c.optimizer.eps = 1e-8  # not stated in the paper
+    c.optimizer.weight_decay = 0.1
+    # Not stated in the paper; decaying only matrices (not norms or embeddings) is the common convention.
+    c.optimizer.decay_embeddings_and_norms = False
+    c.optimizer.clip_norm = 1.0
+
+    c.mesh = ml_collections.ConfigDict()
+    # Sizes of the mesh axes within a slice (ICI); -1 takes the remaining devices.
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    c.mesh.sequence = 1
+    c.mesh.tensor = 1
+    # Across slices (DCN) for multi-slice pods; 1 means a single slice.
+    c.mesh.dcn_data = 1
+    c.mesh.dcn_fsdp = 1
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 1000
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "mixture"  # "mixture" (data_pipeline) or "synthetic" (random tokens, no TensorFlow)
+    c.data.weights = ml_collections.ConfigDict(LLAMA_MIXTURE)
+    c.data.corpus_dir = ""  # "" means the embedded default corpus, built by `make corpus`
+    c.data.tokenizer = ""  # path to a SentencePiece model; "" means the one trained for the corpus
+    c.data.shuffle_buffer = 1024
+    return c

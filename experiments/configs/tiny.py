@@ -1,0 +1,18 @@
+"""The embedded default: a tiny LLaMA trained on the bundled real corpus on a CPU in a few minutes (`make train`)."""
+
+from experiments.configs.common import base_config
+
+
+def get_config():
+    c = base_config("tiny")
+    c.train.steps = 300
+    c.train.seq_len = 128
+    c.train.global_batch_size = 16
+    c.train.log_every = 10
+    c.train.eval_every = 100
+    c.train.eval_batches = 4
+    c.optimizer.peak_lr = 3e-3  # a 7M-parameter model tolerates a far larger rate than 7B
+    c.optimizer.warmup_steps = 30
+    c.checkpoint.every_steps = 100
+    c.lock()
+    return c

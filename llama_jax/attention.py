@@ -1,0 +1,71 @@
+"""Causal multi-head attention behind one interface; the model never knows which kernel runs.
+
+Every implementation takes q [batch, length, heads, head_dim] and k, v [batch, length, kv_heads, head_dim],
+already rotated, and returns [batch, length, heads, head_dim] in q's dtype. Scores are scaled by
+1/sqrt(head_dim) and the softmax runs in float32 (reference `Attention.forward`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _mask(q_len: int, kv_len: int, segment_ids: jax.Array | None) -> jax.Array:
+    """Boolean [batch or 1, 1, q_len, kv_len]: causal, and within one packed document when segments are given."""
+    causal = jnp.tril(jnp.ones((q_len, kv_len), dtype=bool), k=kv_len - q_len)[None, None]
+    if segment_ids is None:
+        return causal
+    same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    return causal & same
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Plain einsum attention; runs on every backend and is the reference the fused kernels are checked against."""
+    batch, q_len, n_heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    groups = n_heads // kv_heads  # grouped-query attention: each kv head serves `groups` query heads
+    q = q.reshape(batch, q_len, kv_heads, groups, head_dim)
+    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(head_dim))
+    mask = _mask(q_len, k.shape[1], segment_ids)[:, :, None]  # broadcast over the group axis
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
+    return out.reshape(batch, q_len, n_heads, head_dim)
+
+
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """cuDNN flash attention through `jax.nn.dot_product_attention` (NVIDIA GPUs, bf16/fp16 inputs)."""
+    if segment_ids is not None:
+        mask = _mask(q.shape[1], k.shape[1], segment_ids)
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Pallas splash attention on TPU (causal, segment-aware)."""
+    from llama_jax import tpu_attention  # Pallas TPU kernels import only where they can run or compile.
+
+    return tpu_attention.splash(q, k, v, segment_ids)
+
+
+IMPLEMENTATIONS = {"xla": xla_attention, "cudnn": cudnn_attention, "splash": splash_attention}
+
+
+def resolve(impl: str, dtype: jnp.dtype) -> str:
+    """The implementation `auto` stands for on the default backend: cuDNN on NVIDIA GPUs in half precision,
+    splash on TPU, XLA elsewhere."""
+    if impl != "auto":
+        return impl
+    platform = jax.default_backend()
+    if platform == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    if platform == "tpu":
+        return "splash"
+    return "xla"
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None, *, impl: str = "xla") -> jax.Array:
+    """Causal attention with the named implementation ('xla', 'cudnn', 'splash' or 'auto')."""
+    return IMPLEMENTATIONS[resolve(impl, q.dtype)](q, k, v, segment_ids)
