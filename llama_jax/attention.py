@@ -37,10 +37,11 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Arr
 
 def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
     """cuDNN flash attention through `jax.nn.dot_product_attention` (NVIDIA GPUs, bf16/fp16 inputs)."""
+    mask = None
     if segment_ids is not None:
-        mask = _mask(q.shape[1], k.shape[1], segment_ids)
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        # Only the document mask goes in as a (bias) tensor; the causal part stays cuDNN's own, block-skipping mask.
+        mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
 
 
 def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
