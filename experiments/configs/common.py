@@ -62,6 +62,22 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     # Across slices (DCN) for multi-slice pods; 1 means a single slice.
     c.mesh.dcn_data = 1
     c.mesh.dcn_fsdp = 1
+    # Logical axis -> mesh axes, in priority order (llama_jax.sharding). Flax never uses a mesh axis twice in
+    # one array: activations [batch, length, embed] shard batch over data+fsdp and length over sequence, so
+    # embed stays whole there, while parameters shard embed over fsdp+sequence (ZeRO-3) and
+    # heads/mlp/vocab over tensor (Megatron).
+    c.mesh.rules = (
+        ("batch", ("data", "fsdp")),
+        ("length", "sequence"),
+        ("embed", ("fsdp", "sequence")),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("mlp", "tensor"),
+        ("vocab", "tensor"),
+        ("head_dim", None),
+        ("layers", None),
+        ("norm", None),
+    )
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000
