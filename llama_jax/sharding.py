@@ -115,8 +115,8 @@ def named_shardings(logical_specs, shapes, mesh: Mesh, rules: Rules):
     shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
     def check(path, shape, sharding):
-        for dim, (size, axes) in enumerate(zip(shape.shape, sharding.spec, strict=True)):
-            shards = axis_size(mesh, axes)
+        for dim, axes in enumerate(sharding.spec):  # a spec may be shorter than the shape: the rest is whole
+            size, shards = shape.shape[dim], axis_size(mesh, axes)
             if size % shards:
                 raise ValueError(
                     f"{jax.tree_util.keystr(path)} has shape {shape.shape}: dimension {dim} (size {size}) is sharded "
