@@ -21,12 +21,12 @@ from typing import Any
 
 from llama_jax import convert_layout as layout
 from llama_jax.config import ModelConfig
-from llama_jax.convert_hf import load_hf, save_hf
+from llama_jax.convert_hf import config_from_hf, load_hf, save_hf
 from llama_jax.convert_layout import stack_layers, unstack_layers
-from llama_jax.convert_meta import load_meta, save_meta
+from llama_jax.convert_meta import config_from_params_json, load_meta, save_meta
 
-__all__ = ["load_meta", "save_meta", "load_hf", "save_hf", "load_orbax", "save_orbax", "stack_layers",
-           "unstack_layers", "convert", "main"]
+__all__ = ["load_meta", "save_meta", "load_hf", "save_hf", "load_orbax", "save_orbax", "config_from_hf",
+           "config_from_params_json", "stack_layers", "unstack_layers", "convert", "main"]
 
 ORBAX_CONFIG = "model_config.json"
 ORBAX_PARAMS = "params"

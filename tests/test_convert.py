@@ -205,11 +205,14 @@ def test_layer_layouts_convert_into_each_other(hf_models):
 
 def test_orbax_round_trip_of_boxed_params(tmp_path):
     config = ModelConfig(dim=32, n_layers=2, n_heads=2, vocab_size=64, multiple_of=16, max_seq_len=32)
-    boxed = init_params(config, jax.random.key(0))  # as LLaMA.init returns them: logically partitioned boxes
+    params = _random_params(config, seed=3)
+    boxes = jax.eval_shape(lambda key: init_params(config, key), jax.random.key(0))  # LLaMA.init's logically partitioned boxes
+    boxed = jax.tree.map(lambda box, x: box.replace_boxed(x), boxes, params,
+                         is_leaf=lambda node: isinstance(node, nn.LogicallyPartitioned))
     convert.save_orbax(config, boxed, str(tmp_path / "orbax"))
-    loaded_config, params = convert.load_orbax(str(tmp_path / "orbax"))
+    loaded_config, loaded = convert.load_orbax(str(tmp_path / "orbax"))
     assert loaded_config == config
-    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, nn.meta.unbox(boxed)))
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
 
 def test_command_converts_hf_to_meta_and_orbax(hf_models, tmp_path):
@@ -222,6 +225,35 @@ def test_command_converts_hf_to_meta_and_orbax(hf_models, tmp_path):
     np.testing.assert_allclose(_our_logits(config, params), reference, atol=1e-4, rtol=0)
     with pytest.raises(FileExistsError, match="already exists"):
         convert.main(["--from=hf", "--to=hf", path, str(tmp_path / "orbax")])
+
+
+def test_tied_embeddings_are_copied_into_the_untied_output(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        tie_word_embeddings=True, attn_implementation="eager",
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    _randomise(model, seed=4)
+    model.save_pretrained(str(tmp_path / "tied"))
+    ours_config, params = convert.load_hf(str(tmp_path / "tied"))
+    np.testing.assert_array_equal(params["output"], params["tok_embeddings"].T)
+    np.testing.assert_allclose(_our_logits(ours_config, params), _hf_logits(model), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}}, "rope scaling"),
+    ({"attention_bias": True}, "attention_bias=True"),
+    ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
+    ({"head_dim": 32}, "head_dim=32"),
+    ({"model_type": "mistral"}, "model_type='mistral'"),
+])
+def test_transformers_features_we_do_not_implement_are_refused(change, message):
+    fields = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "vocab_size": VOCAB}
+    assert convert.config_from_hf(fields).hidden_dim == 192
+    with pytest.raises(ValueError, match=message):
+        convert.config_from_hf(fields | change)
 
 
 # Bad input: each error names the tensor, the field or the path that is wrong.
