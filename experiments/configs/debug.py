@@ -1,0 +1,19 @@
+"""The test config: the `debug` model on synthetic tokens, a few steps on fake CPU devices in seconds."""
+
+from experiments.configs.common import base_config
+
+
+def get_config():
+    c = base_config("debug")
+    c.data.source = "synthetic"
+    c.train.steps = 20
+    c.train.seq_len = 16
+    c.train.global_batch_size = 8
+    c.train.log_every = 1
+    c.train.eval_every = 10
+    c.train.eval_batches = 2
+    c.optimizer.warmup_steps = 4
+    c.optimizer.peak_lr = 3e-3
+    c.checkpoint.every_steps = 5
+    c.lock()
+    return c

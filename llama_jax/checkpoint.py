@@ -1,0 +1,126 @@
+"""Checkpoints with orbax: the sharded TrainState, the config and every process's data-stream state.
+
+Layout: WORKDIR/checkpoints/<step>/{state, config, data/process_<i>.bin}. orbax writes each array shard
+from the process that holds it (never through one host), saves asynchronously, keeps the last K, and
+makes a step visible only once complete (a run killed mid-save leaves the previous one usable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+# Fields a resumed run may change: how it is parallelised, computed, logged and checkpointed. Everything
+# else (model shape, optimizer, schedule length, data, batch) defines the run and must match the checkpoint.
+MAY_CHANGE = (
+    "mesh.",
+    "checkpoint.",
+    "train.microbatches",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.profile_step",
+    "model.dtype",
+    "model.remat_policy",
+    "model.attention_impl",
+)
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+    """Saves and restores each process's data-stream state as `process_<i>.bin` in the item directory (as
+    grain's checkpoint handler does): every process resumes its own shard of the stream."""
+
+    def save(self, directory: epath.Path, args: DataStateSave) -> None:
+        (directory / f"process_{jax.process_index()}.bin").write_bytes(args.state)
+
+    def restore(self, directory: epath.Path, args: DataStateRestore | None = None) -> bytes:
+        path = directory / f"process_{jax.process_index()}.bin"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: the checkpoint was written by fewer processes than this run's "
+                f"{jax.process_count()}; resume with the same number of processes (the mesh may differ)"
+            )
+        return path.read_bytes()
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+    state: bytes  # this process's Stream.get_state()
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+    pass
+
+
+def manager(workdir: str, config) -> ocp.CheckpointManager:
+    """The run's CheckpointManager: a save every `checkpoint.every_steps`, the last `checkpoint.keep` kept."""
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(
+            [
+                ocp.checkpoint_managers.FixedIntervalPolicy(config.checkpoint.every_steps),
+                ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),  # multi-host SIGTERM sync point
+            ]
+        ),
+        preservation_policy=ocp.checkpoint_managers.LatestN(config.checkpoint.keep),
+        enable_async_checkpointing=config.checkpoint.async_save,
+    )
+    directory = epath.Path(workdir).absolute() / "checkpoints"
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "config", "data"))
+
+
+def config_json(config) -> dict[str, Any]:
+    """The config as plain JSON values (tuples become lists), as it is stored in a checkpoint."""
+    return json.loads(config.to_json())
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config, data_state: bytes, *, force: bool = False) -> bool:
+    """Save `state` (after `step` updates) if the interval says so, or `force`; returns whether a save started."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(config_json(config)),
+        data=DataStateSave(data_state),
+    )
+    return mngr.save(step, args=args, force=force)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def check_same_run(saved: dict[str, Any], config, directory) -> None:
+    """Raise when the checkpoint's config differs from `config` in a field that defines the run."""
+    now, then = _flatten(config_json(config)), _flatten(saved)
+    differ = [
+        f"{key}: {then.get(key, '<absent>')!r} in the checkpoint, {now.get(key, '<absent>')!r} now"
+        for key in sorted(set(now) | set(then))
+        if not key.startswith(MAY_CHANGE) and now.get(key) != then.get(key)
+    ]
+    if differ:
+        raise ValueError(
+            f"{directory} holds a checkpoint of a different run; refusing to resume or overwrite it. "
+            f"Differences: {'; '.join(differ)}. Use a new --workdir, or the checkpoint's settings."
+        )
+
+
+def restore_latest(mngr: ocp.CheckpointManager, config, target) -> tuple[Any, bytes] | None:
+    """(TrainState in the shardings of `target` (abstract_state), this process's data state) from the latest
+    checkpoint, or None when there is none. The mesh may differ from the one that saved it."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    saved_config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    check_same_run(saved_config, config, mngr.directory / str(step))
+    restored = mngr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataStateRestore())
+    )
+    return restored["state"], restored["data"]

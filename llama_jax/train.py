@@ -1,0 +1,188 @@
+"""Train LLaMA: `python -m llama_jax.train --config=experiments/configs/tiny.py --workdir=DIR`.
+
+Running the same command again in the same workdir resumes from its latest checkpoint, exactly: same
+parameters, optimizer state and data position. Overrides: `--config.train.steps=200`. Multi-host:
+`--multihost` on TPU pods (and clusters JAX detects), or the explicit coordinator flags on GPU clusters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from llama_jax import checkpoint, sharding
+from llama_jax import train_step as ts
+from llama_jax.metrics import MetricsWriter, Throughput, plot_loss_curve
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/configs/*.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here; an existing one is resumed.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods, SLURM, ...).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit clusters.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or gradient norm of a step was not finite."""
+
+
+def data_streams(config) -> tuple[Iterator, Callable[[], dict[str, Iterator]]]:
+    """(this process's training stream, a function returning fresh held-out streams by source)."""
+    if config.data.source == "synthetic":
+        from llama_jax import synthetic as source
+    elif config.data.source == "mixture":
+        import data_pipeline as source  # TensorFlow: imported only when training on the real corpus
+    else:
+        raise ValueError(f"data.source={config.data.source!r} is not 'mixture' or 'synthetic'")
+    where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    return source.train_stream(config, **where), lambda: source.eval_streams(config, **where)
+
+
+def evaluate(eval_step, params, streams: dict[str, Iterator], config, mesh) -> dict[str, float]:
+    """Mean held-out loss per source over `train.eval_batches` batches: {'eval/<source>/loss': nats}."""
+    results = {}
+    for name, stream in streams.items():
+        total, count = 0.0, 0.0
+        for _, batch in zip(range(config.train.eval_batches), stream, strict=False):
+            loss_sum, n = jax.device_get(eval_step(params, ts.device_batch(batch, config, mesh)))
+            total, count = total + float(loss_sum), count + float(n)
+        results[f"eval/{name}/loss"] = total / max(count, 1.0)
+    return results
+
+
+def dump_non_finite(workdir: str, step: int, batch: dict[str, np.ndarray], metrics: dict[str, float]) -> str:
+    """Write the offending batch and metrics to WORKDIR/debug/step_<step>_process_<i>.{npz,json}."""
+    directory = os.path.join(workdir, "debug")
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.join(directory, f"step_{step}_process_{jax.process_index()}")
+    np.savez(stem + ".npz", **batch)
+    with open(stem + ".json", "w") as f:
+        json.dump(metrics, f)
+    return stem
+
+
+@contextlib.contextmanager
+def sigterm_flag():
+    """Yields a one-element list that becomes [True] when SIGTERM arrives (TPU preemption)."""
+    received = [False]
+    previous = signal.signal(signal.SIGTERM, lambda *_: received.__setitem__(0, True))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(config, workdir: str) -> dict[str, float]:
+    """Train `config` in `workdir` up to `config.train.steps`, resuming from its latest checkpoint; returns the
+    last step's metrics."""
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(config)
+    stream, eval_streams = data_streams(config)
+    manager = checkpoint.manager(workdir, config)
+    target = ts.abstract_state(config, mesh)
+    restored = checkpoint.restore_latest(manager, config, target)
+    if restored is None:
+        state = ts.init_state(config, mesh, jax.random.PRNGKey(config.seed))
+    else:
+        state, data_state = restored
+        stream.set_state(data_state)
+    start = int(jax.device_get(state.step))
+    logging.info("mesh %s; %s at step %d", sharding.describe(mesh), "resuming" if restored else "starting", start)
+
+    compile_start = time.perf_counter()
+    train_step = ts.make_train_step(config, mesh).lower(target, ts.abstract_batch(config, mesh)).compile()
+    eval_step = ts.make_eval_step(config, mesh)
+    logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
+
+    writer = MetricsWriter(workdir, enabled=is_main)
+    throughput = Throughput(config)
+    tokens_per_step = config.train.global_batch_size * config.train.seq_len
+    progress = _progress_bar(start, config.train.steps, enabled=is_main)
+    metrics: dict[str, float] = {}
+    with sigterm_flag() as preempted:
+        for step in range(start, config.train.steps):
+            if preempted[0] or manager.reached_preemption(step):
+                checkpoint.save(manager, step, state, config, stream.get_state(), force=True)
+                logging.info("preempted: saved step %d, exiting", step)
+                break
+            if step == config.train.profile_step:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+            tick = time.perf_counter()
+            batch = next(stream)
+            data_wait = time.perf_counter() - tick
+            state, device_metrics = train_step(state, ts.device_batch(batch, config, mesh))
+            # Reading the metrics every step serialises host and device, which costs little against steps
+            # of a real model and lets a non-finite step be named and never checkpointed.
+            metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+            throughput.add(time.perf_counter() - tick, data_wait)
+            if step == config.train.profile_step:
+                jax.profiler.stop_trace()
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                manager.wait_until_finished()  # the last good checkpoint completes; nothing newer is written
+                stem = dump_non_finite(workdir, step + 1, batch, metrics)
+                raise NonFiniteError(
+                    f"step {step + 1}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not finite; "
+                    f"batch and metrics written to {stem}.*; the latest checkpoint (step "
+                    f"{manager.latest_step()}) is intact: lower optimizer.peak_lr or inspect that batch"
+                )
+            done = step + 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
+            if done % config.train.log_every == 0 or done == config.train.steps:
+                writer.write(done, {**metrics, "tokens_seen": done * tokens_per_step, **throughput.summary()})
+                throughput.reset()
+            checkpoint.save(manager, done, state, config, stream.get_state(), force=done == config.train.steps)
+            if done % config.train.eval_every == 0 or done == config.train.steps:
+                evaluation = evaluate(eval_step, state.params, eval_streams(), config, mesh)
+                writer.write(done, {"tokens_seen": done * tokens_per_step, **evaluation})
+    progress.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    if is_main and os.path.exists(writer.path):
+        logging.info("loss curve: %s", plot_loss_curve(workdir))
+    return metrics
+
+
+def _progress_bar(start: int, total: int, enabled: bool) -> Any:
+    """A tqdm bar with ETA on the console of process 0."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def initialize_distributed() -> None:
+    """Join the other processes of a multi-host job, from the command-line flags."""
+    if _COORDINATOR.value is not None:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+        )
+    elif _MULTIHOST.value:
+        jax.distributed.initialize()  # TPU pods and known cluster managers describe the job themselves
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    initialize_distributed()
+    logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+    # orbax reports every save step by step at INFO; keep its warnings only.
+    logging.getLogger("absl").addFilter(lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+    train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
