@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu import splash_attention as splash_lib
 from jax.sharding import PartitionSpec
 
+from llama_jax import attention
+
 # Tile sizes tried from largest to smallest; 512 is MaxText's default for v5p at length 2048. The kernel
 # needs key tiles that are multiples of the 128 lanes of the TPU vector unit.
 BLOCK_CANDIDATES = (512, 256, 128)
@@ -73,7 +75,10 @@ def splash(
 ) -> jax.Array:
     """Causal attention of q [batch, length, heads, head_dim] over k, v [batch, length, kv_heads, head_dim],
     within documents when segment_ids [batch, length] are given; returns [batch, length, heads, head_dim].
-    `interpret=True` runs the kernel in the Pallas interpreter (any backend; for tests)."""
+    `interpret=True` runs the kernel in the Pallas interpreter (any backend; for tests). Sequences shorter
+    than one tile (as when parameters are initialised from a 1-token input) take the XLA path."""
+    if q.shape[1] < BLOCK_CANDIDATES[-1]:
+        return attention.xla_attention(q, k, v, segment_ids)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return _local_splash(q, k, v, segment_ids, interpret)

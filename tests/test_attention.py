@@ -106,6 +106,11 @@ def test_auto_resolves_to_xla_on_cpu():
     assert attention.resolve("splash", jnp.float32) == "splash"
 
 
+def test_splash_below_one_tile_is_the_xla_path(qkv):
+    q, k, v, segments = (x[:, :16] for x in qkv)
+    np.testing.assert_array_equal(tpu_attention.splash(q, k, v, segments), attention.xla_attention(q, k, v, segments))
+
+
 def test_splash_rejects_lengths_it_cannot_tile():
     assert tpu_attention.block_size(2048) == 512
     assert tpu_attention.block_size(384) == 128

@@ -1,0 +1,236 @@
+"""Training speed on the devices at hand: warm-up, then timed training steps on synthetic tokens.
+
+    python -m llama_jax.bench --config=experiments/configs/tiny.py --steps=10
+    python -m llama_jax.bench --config=llama_1b --config.train.global_batch_size=8 --config.model.attention_impl=cudnn
+    python -m llama_jax.bench --suite=h100 --out=results.jsonl      # the accelerator benchmark, one process
+
+Prints step time, tokens/s per device, model TFLOP/s per device and MFU (model FLOPs of llama_jax.flops over
+the device's dense bf16 peak; CPUs report tokens/s only), peak device memory, and the config; then one line
+of JSON. The steps are the real `make_train_step`, fed with `llama_jax.synthetic` batches placed on the
+devices beforehand, so input never stalls the timing. `--config` takes an experiment file or a preset name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from llama_jax import attention, flops
+from llama_jax.config import PRESETS
+
+PRESET_CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "preset.py"
+GIB = 1024**3
+DISTINCT_BATCHES = 4  # the timed loop cycles through these, already on the devices
+
+
+def config_flag():
+    """The `--config` flag: an experiment file (`path.py` or `path.py:arg`), overridable with `--config.*`."""
+    return config_flags.DEFINE_config_file("config", None, "experiment config file, or a model preset name")
+
+
+def expand_preset_argv(argv: list[str] | None = None) -> list[str]:
+    """argv with `--config=PRESET` rewritten to the preset config file, `--config=benchmarks/configs/preset.py:PRESET`."""
+    argv = list(sys.argv if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config=") and arg.removeprefix("--config=") in PRESETS:
+            argv[i] = f"--config={PRESET_CONFIG}:{arg.removeprefix('--config=')}"
+    return argv
+
+
+def preset_config(preset: str, **overrides):
+    """The preset config file's config for `preset`, with dotted overrides: preset_config('llama_1b', **{'train.seq_len': 1024})."""
+    spec = importlib.util.spec_from_file_location("preset_config", PRESET_CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(preset)
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return config
+
+
+def peak_memory_bytes(device: jax.Device) -> int | None:
+    """Peak bytes this process has held on `device`, when the backend reports it (GPU, TPU; not CPU)."""
+    stats = device.memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def measure(config, steps: int = 10, warmup: int = 2) -> dict:
+    """Run `warmup` then `steps` training steps of `config` on all local devices; returns the figures."""
+    from llama_jax import sharding, train_step
+    from llama_jax.synthetic import SyntheticStream
+
+    mesh = sharding.make_mesh(config)
+    model = train_step.model_config(config)
+    stream = SyntheticStream(config)
+    batches = [train_step.device_batch(next(stream), config, mesh) for _ in range(DISTINCT_BATCHES)]
+    state = train_step.init_state(config, mesh, jax.random.PRNGKey(config.seed))
+    step_fn = train_step.make_train_step(config, mesh)
+
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+
+    losses = []
+    for i in range(warmup):
+        state, metrics = compiled(state, batches[i % DISTINCT_BATCHES])
+        losses.append(metrics["loss"])
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i in range(steps):
+        state, metrics = compiled(state, batches[(warmup + i) % DISTINCT_BATCHES])
+        losses.append(metrics["loss"])
+    jax.block_until_ready((state, losses))
+    step_s = (time.perf_counter() - start) / steps
+
+    devices = mesh.devices.size
+    device = mesh.devices.flat[0]
+    tokens_per_s = config.train.global_batch_size * config.train.seq_len / step_s / devices
+    flops_per_s = tokens_per_s * flops.train_flops_per_token(model, config.train.seq_len)
+    peak = flops.peak_flops(device.device_kind)
+    peak_memory = peak_memory_bytes(device)
+    planned = None
+    if memory is not None:
+        planned = memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+    return {
+        "device": device.device_kind,
+        "devices": devices,
+        "preset": str(config.get("model_preset", "custom")),
+        "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
+        "dtype": model.dtype,
+        "remat": model.remat_policy,
+        "scan_layers": model.scan_layers,
+        "attention": attention.resolve(model.attention_impl, model.dtype),
+        "global_batch": config.train.global_batch_size,
+        "seq_len": config.train.seq_len,
+        "microbatches": config.train.microbatches,
+        "mesh": dict(mesh.shape),
+        "steps": steps,
+        "compile_s": round(compile_s, 2),
+        "step_s": step_s,
+        "tokens_per_s_per_device": tokens_per_s,
+        "model_tflops_per_device": flops_per_s / 1e12,
+        "mfu": None if peak is None else flops_per_s / peak,
+        "peak_memory_gib": None if peak_memory is None else peak_memory / GIB,
+        "planned_memory_gib": None if planned is None else planned / GIB,
+        "losses": [float(x) for x in losses],
+    }
+
+
+def format_result(r: dict) -> str:
+    """One human-readable line per run."""
+    line = (f"{r['preset']} {r['dtype']} remat={r['remat']} attention={r['attention']} batch={r['global_batch']}x{r['seq_len']} "
+            f"on {r['devices']} x {r['device']}: {r['step_s'] * 1e3:.1f} ms/step, "
+            f"{r['tokens_per_s_per_device']:,.0f} tokens/s/device, {r['model_tflops_per_device']:.1f} TFLOP/s/device")
+    if r["mfu"] is not None:
+        line += f", MFU {r['mfu']:.1%}"
+    if r["peak_memory_gib"] is not None:
+        line += f", peak memory {r['peak_memory_gib']:.1f} GiB"
+    return line + f", loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} (compile {r['compile_s']:.0f} s)"
+
+
+def fit(config) -> dict:
+    """Compile (without running) `config`'s step for the local devices: XLA's planned bytes per device against
+    the device's memory limit. Answers 'does this preset train on this accelerator' without allocating."""
+    from llama_jax import sharding, train_step
+
+    mesh = sharding.make_mesh(config)
+    compiled = train_step.make_train_step(config, mesh).lower(
+        train_step.abstract_state(config, mesh), train_step.abstract_batch(config, mesh)).compile()
+    m = compiled.memory_analysis()
+    planned = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+    stats = mesh.devices.flat[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    model = train_step.model_config(config)
+    return {
+        "preset": str(config.get("model_preset", "custom")), "param_dtype": model.param_dtype, "remat": model.remat_policy,
+        "global_batch": config.train.global_batch_size, "seq_len": config.train.seq_len,
+        "planned_memory_gib": planned / GIB, "limit_gib": None if limit is None else limit / GIB,
+        "fits": None if limit is None else planned <= limit,
+    }
+
+
+# The accelerator benchmark (one H100 or H200): each entry is (name, preset, overrides, kind). `check_*` pairs
+# train the same batches from the same initialisation, so their losses must agree within bf16 rounding.
+FAST = {"model.dtype": "bfloat16", "model.attention_impl": "cudnn", "model.remat_policy": "save_linear"}
+REFERENCE = {"model.dtype": "float32", "model.attention_impl": "xla", "model.remat_policy": "none"}
+H100_SUITE = [
+    ("check_fast", "llama_1b", {**FAST, "train.global_batch_size": 2}, "run"),
+    ("check_reference", "llama_1b", {**REFERENCE, "train.global_batch_size": 2}, "run"),
+    ("1b_cudnn", "llama_1b", {**FAST, "train.global_batch_size": 8}, "run"),
+    ("1b_xla", "llama_1b", {**FAST, "model.attention_impl": "xla", "train.global_batch_size": 8}, "run"),
+    ("400m_cudnn", "llama_400m", {**FAST, "train.global_batch_size": 16}, "run"),
+    ("400m_xla", "llama_400m", {**FAST, "model.attention_impl": "xla", "train.global_batch_size": 16}, "run"),
+    ("3b_cudnn", "llama_3b", {**FAST, "model.remat_policy": "full", "train.global_batch_size": 4}, "run"),
+    ("3b_xla", "llama_3b", {**FAST, "model.attention_impl": "xla", "model.remat_policy": "full", "train.global_batch_size": 4}, "run"),
+    ("1b_cudnn_remat_none", "llama_1b", {**FAST, "model.remat_policy": "none", "train.global_batch_size": 8}, "run"),
+    ("1b_cudnn_batch16", "llama_1b", {**FAST, "train.global_batch_size": 16}, "run"),
+    ("fit_3b_save_linear", "llama_3b", {**FAST, "train.global_batch_size": 4}, "fit"),
+    ("fit_7b_full", "llama_7b", {**FAST, "model.remat_policy": "full", "train.global_batch_size": 1}, "fit"),
+    ("fit_7b_bf16_weights", "llama_7b", {**FAST, "model.param_dtype": "bfloat16", "model.remat_policy": "full",
+                                         "train.global_batch_size": 1}, "fit"),
+]
+SUITES = {"h100": H100_SUITE}
+
+
+def run_suite(entries, steps: int, warmup: int, out: str | None, budget_s: float) -> list[dict]:
+    """Run each entry in order (fresh compile each), appending a JSON line per entry to `out`; entries that
+    would start after `budget_s` seconds are skipped, and one that fails (e.g. out of memory) records its error."""
+    start = time.perf_counter()
+    results = []
+    for name, preset, overrides, kind in entries:
+        if time.perf_counter() - start > budget_s:
+            result = {"name": name, "skipped": f"time budget of {budget_s:.0f} s spent"}
+        else:
+            try:
+                config = preset_config(preset, **overrides)
+                result = {"name": name, **(measure(config, steps, warmup) if kind == "run" else fit(config))}
+            except Exception as error:  # noqa: BLE001 -- one failed entry must not lose the others' figures
+                result = {"name": name, "error": f"{type(error).__name__}: {str(error)[:500]}"}
+        print(json.dumps(result), flush=True)
+        results.append(result)
+        if out:
+            with open(out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+    return results
+
+
+def main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    if FLAGS.suite:
+        run_suite(SUITES[FLAGS.suite], FLAGS.steps, FLAGS.warmup, FLAGS.out, FLAGS.budget_s)
+        return
+    config = FLAGS.config
+    if config is None:
+        raise app.UsageError("give --config=FILE or --config=PRESET (or --suite)")
+    print("model", json.dumps(config.model.to_dict()))
+    print("train", json.dumps(config.train.to_dict()))
+    result = measure(config, FLAGS.steps, FLAGS.warmup)
+    print(format_result(result))
+    print(json.dumps(result))
+    if FLAGS.out:
+        with open(FLAGS.out, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":  # flags live here: llama_jax.aot imports this module and defines its own
+    config_flag()
+    flags.DEFINE_integer("steps", 10, "timed training steps (after the warm-up)")
+    flags.DEFINE_integer("warmup", 2, "untimed steps first; the first compiles")
+    flags.DEFINE_enum("suite", None, sorted(SUITES), "run a whole benchmark suite instead of --config")
+    flags.DEFINE_string("out", None, "append each result as a JSON line to this file")
+    flags.DEFINE_float("budget_s", 480.0, "with --suite: start no entry after this many seconds")
+    app.run(main, argv=expand_preset_argv())
