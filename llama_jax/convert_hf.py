@@ -134,21 +134,20 @@ def load_hf(path: str, *, dtype: str = "float32", scan_layers: bool = True):
     tied = fields.get("tie_word_embeddings", False)
 
     with contextlib.ExitStack() as stack:
-        files = {file: stack.enter_context(safe_open(os.path.join(path, file), framework="np"))
-                 for file in _safetensors_files(path)}
-        where = {name: handle for handle in files.values() for name in handle.keys()
-                 if not name.endswith("rotary_emb.inv_freq")}  # a buffer older transformers saved
+        handles = [stack.enter_context(safe_open(file, framework="np")) for file in _safetensors_files(path)]
+        handle_of = {name: handle for handle in handles for name in handle.keys()
+                     if not name.endswith("rotary_emb.inv_freq")}  # a buffer older transformers saved
         expected = {hf_name(name) for name in layout.meta_names(config)}
-        if tied and "lm_head.weight" not in where:
+        if tied and "lm_head.weight" not in handle_of:
             expected.discard("lm_head.weight")
-        layout.check_names(where, expected, path)
+        layout.check_names(handle_of, expected, path)
 
         def tensors():
             for name in layout.meta_names(config):
                 source = hf_name(name)
-                if source not in where:  # only lm_head of a tied model passes check_names absent
+                if source not in handle_of:  # a tied lm_head, the one name check_names lets be absent
                     source = "model.embed_tokens.weight"
-                tensor = where[source].get_tensor(source)
+                tensor = handle_of[source].get_tensor(source)
                 layout.check_shape(source, tensor.shape, layout.meta_shape(config, name), path)
                 yield name, _from_hf(config, name, tensor)
 
@@ -208,17 +207,22 @@ def _to_hf(config: ModelConfig, name: str, tensor: np.ndarray) -> np.ndarray:
 
 
 def _safetensors_files(path: str) -> list[str]:
-    """The safetensors files of a model directory: those its index names, or the single `model.safetensors`."""
+    """Paths of a model directory's safetensors: those its index names, or the single `model.safetensors`."""
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
         with open(index) as f:
-            return sorted(set(json.load(f)["weight_map"].values()))
-    if os.path.isfile(os.path.join(path, "model.safetensors")):
-        return ["model.safetensors"]
-    raise FileNotFoundError(
-        f"{path} has neither model.safetensors nor model.safetensors.index.json "
-        "(pickled pytorch_model.bin files are not read: re-save the model with safe_serialization=True)"
-    )
+            files = [os.path.join(path, file) for file in sorted(set(json.load(f)["weight_map"].values()))]
+    elif os.path.isfile(os.path.join(path, "model.safetensors")):
+        files = [os.path.join(path, "model.safetensors")]
+    else:
+        raise FileNotFoundError(
+            f"{path} has neither model.safetensors nor model.safetensors.index.json "
+            "(pickled pytorch_model.bin files are not read: re-save the model with safe_serialization=True)"
+        )
+    missing = [file for file in files if not os.path.isfile(file)]
+    if missing:
+        raise FileNotFoundError(f"{index} names safetensors files that do not exist: {missing}")
+    return files
 
 
 def _name_shards(path: str, shard_names: list[list[str]], total_bytes: int) -> None:

@@ -20,28 +20,28 @@ import numpy as np
 
 from llama_jax.config import ModelConfig
 
-# Per-layer tensors, as (Meta name, path in our block): linear weights are leaves, norms hold a `weight`.
-LAYER_TENSORS = (
-    ("attention.wq.weight", ("attention", "wq")),
-    ("attention.wk.weight", ("attention", "wk")),
-    ("attention.wv.weight", ("attention", "wv")),
-    ("attention.wo.weight", ("attention", "wo")),
-    ("feed_forward.w1.weight", ("feed_forward", "w1")),
-    ("feed_forward.w2.weight", ("feed_forward", "w2")),
-    ("feed_forward.w3.weight", ("feed_forward", "w3")),
-    ("attention_norm.weight", ("attention_norm", "weight")),
-    ("ffn_norm.weight", ("ffn_norm", "weight")),
-)
-GLOBAL_TENSORS = (
-    ("tok_embeddings.weight", ("tok_embeddings",)),
-    ("norm.weight", ("norm", "weight")),
-    ("output.weight", ("output",)),
-)
+# Meta name -> path in our tree (per block for the layer tensors): linear weights are leaves, norms hold `weight`.
+LAYER_TENSORS = {
+    "attention.wq.weight": ("attention", "wq"),
+    "attention.wk.weight": ("attention", "wk"),
+    "attention.wv.weight": ("attention", "wv"),
+    "attention.wo.weight": ("attention", "wo"),
+    "feed_forward.w1.weight": ("feed_forward", "w1"),
+    "feed_forward.w2.weight": ("feed_forward", "w2"),
+    "feed_forward.w3.weight": ("feed_forward", "w3"),
+    "attention_norm.weight": ("attention_norm", "weight"),
+    "ffn_norm.weight": ("ffn_norm", "weight"),
+}
+GLOBAL_TENSORS = {
+    "tok_embeddings.weight": ("tok_embeddings",),
+    "norm.weight": ("norm", "weight"),
+    "output.weight": ("output",),
+}
 
 
 def meta_names(config: ModelConfig) -> list[str]:
     """The Meta state-dict names of every parameter of `config`, in reference order."""
-    layers = [f"layers.{i}.{name}" for i in range(config.n_layers) for name, _ in LAYER_TENSORS]
+    layers = [f"layers.{i}.{name}" for i in range(config.n_layers) for name in LAYER_TENSORS]
     return ["tok_embeddings.weight", *layers, "norm.weight", "output.weight"]
 
 
@@ -109,34 +109,25 @@ def to_meta(config: ModelConfig, name: str, array: np.ndarray) -> np.ndarray:
 
 
 def build_params(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], dtype: str, where: str) -> dict:
-    """Our (unboxed) parameter tree from (Meta name, torch-layout tensor) pairs, stacked when config.scan_layers.
-
-    Each tensor is cast into a preallocated host array of `dtype`, then dropped: peak memory is one copy of the
-    weights plus one tensor. Every name must arrive exactly once with its expected shape."""
+    """Our (unboxed) parameter tree from (Meta name, torch-layout tensor) pairs, one for each of `meta_names`,
+    stacked when config.scan_layers. Each tensor is cast into a preallocated host array of `dtype`, then
+    dropped: peak memory is one copy of the weights plus the tensors in transit."""
     np_dtype = jnp.dtype(dtype)
     params: dict[str, Any] = {}
-    seen: set[str] = set()
-    expected = set(meta_names(config))
     for name, tensor in tensors:
-        if name not in expected:
-            raise ValueError(f"{where}: unexpected tensor {name} that the config does not describe")
-        if name in seen:
-            raise ValueError(f"{where}: tensor {name} appears twice")
         check_shape(name, tensor.shape, meta_shape(config, name), where)
-        seen.add(name)
         layer, kind = split_layer(name)
         ours = to_ours(config, name, tensor)
         if layer is None:
-            _set(params, dict(GLOBAL_TENSORS)[kind], np.asarray(ours, dtype=np_dtype))
+            _set(params, GLOBAL_TENSORS[kind], np.asarray(ours, dtype=np_dtype))
         elif config.scan_layers:
-            path = ("layers", *dict(LAYER_TENSORS)[kind])
+            path = ("layers", *LAYER_TENSORS[kind])
             stacked = _get(params, path)
             if stacked is None:
                 stacked = _set(params, path, np.empty((config.n_layers, *ours.shape), dtype=np_dtype))
             stacked[layer] = ours
         else:
-            _set(params, (f"layers_{layer}", *dict(LAYER_TENSORS)[kind]), np.asarray(ours, dtype=np_dtype))
-    check_names(seen, expected, where)
+            _set(params, (f"layers_{layer}", *LAYER_TENSORS[kind]), np.asarray(ours, dtype=np_dtype))
     return params
 
 
@@ -147,11 +138,11 @@ def iter_meta_tensors(config: ModelConfig, params: Any) -> Iterator[tuple[str, n
     for name in meta_names(config):
         layer, kind = split_layer(name)
         if layer is None:
-            array = _get(params, dict(GLOBAL_TENSORS)[kind])
+            array = _get(params, GLOBAL_TENSORS[kind])
         elif config.scan_layers:
-            array = _get(params, ("layers", *dict(LAYER_TENSORS)[kind]))[layer]
+            array = _get(params, ("layers", *LAYER_TENSORS[kind]))[layer]
         else:
-            array = _get(params, (f"layers_{layer}", *dict(LAYER_TENSORS)[kind]))
+            array = _get(params, (f"layers_{layer}", *LAYER_TENSORS[kind]))
         yield name, np.asarray(to_meta(config, name, np.asarray(array)))
 
 

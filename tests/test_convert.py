@@ -307,6 +307,17 @@ def test_unknown_params_json_field_is_named(hf_models, tmp_path):
         convert.load_meta(path)
 
 
+def test_missing_files_are_named(hf_models, tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        convert.load_hf(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="needs params.json and consolidated.NN.pth"):
+        convert.load_meta(str(tmp_path))
+    path = _edited_hf_copy(hf_models["mha"][0], tmp_path / "m", lambda t: None)
+    os.remove(os.path.join(path, "model.safetensors"))
+    with pytest.raises(FileNotFoundError, match="neither model.safetensors nor model.safetensors.index.json"):
+        convert.load_hf(path)
+
+
 def test_existing_output_directory_is_never_overwritten(hf_models, tmp_path):
     config, params = convert.load_hf(hf_models["mha"][0])
     (tmp_path / "out").mkdir()
