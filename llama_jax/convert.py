@@ -88,7 +88,7 @@ def convert(source: str, target: str, src: str, dst: str, *, dtype: str | None =
 
 def main(argv: list[str] | None = None) -> None:
     """The command line; `argv` without the program name (default: sys.argv[1:])."""
-    parser = argparse.ArgumentParser(prog="python -m llama_jax.convert", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llama_jax.convert", description="Convert LLaMA weights between the Meta, Hugging Face and orbax formats.")
     parser.add_argument("--from", dest="source", choices=FORMATS_IN, required=True)
     parser.add_argument("--to", dest="target", choices=FORMATS_OUT, required=True)
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
