@@ -89,5 +89,11 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.data.weights = ml_collections.ConfigDict(LLAMA_MIXTURE)
     c.data.corpus_dir = ""  # "" means the embedded default corpus, built by `make corpus`
     c.data.tokenizer = ""  # path to a SentencePiece model; "" means the one trained for the corpus
-    c.data.shuffle_buffer = 1024
+    c.data.shuffle_buffer = 1024  # packed rows per source (shuffle files per epoch, then rows)
+    # Where each source's documents live; "" is the embedded corpus. See data_pipeline/sources.py for
+    # "jsonl:<glob>", "tfrecord:<glob>", "tfds:<name>" and "pretokenized:<dir>".
+    c.data.sources = ml_collections.ConfigDict({name: "" for name in LLAMA_MIXTURE})
+    c.data.normalize_weights = False  # True divides data.weights by their sum; False requires they sum to 1
+    c.data.max_doc_chars = 1 << 20  # longer documents are cut into consecutive pieces of this many characters
+    c.data.threads = 0  # tokenizer and tf.data threads per host; 0 = half the host's cores
     return c

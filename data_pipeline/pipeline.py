@@ -1,0 +1,186 @@
+"""The tf.data graph: read each source's share for this host, tokenize in parallel, pack into rows, mix.
+
+Per source:  files (this host's share, reordered every epoch) -> records, tagged with their epoch -> batches
+             of records -> SentencePiece in a `tf.numpy_function` (BOS + ids + EOS per document) -> packed
+             into rows of seq_len + 1 tokens by a `scan` that carries the unfinished row to the next batch
+             -> shuffled rows.
+Mixture:     `sample_from_datasets` draws rows from the sources with the Table 1 weights, so the token
+             proportions equal the weights up to sampling error (every row holds seq_len + 1 tokens).
+Each row keeps its source, the epoch of the source it came from, and the source's running skip counts,
+so the Stream can account for the mixture exactly, including after a resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+from data_pipeline import tokenizer as tok  # noqa: E402
+from data_pipeline.sources import SourceSpec  # noqa: E402
+
+RECORDS_PER_BATCH = 64  # documents per SentencePiece call
+PRETOKENIZED_CHUNK = 1 << 16  # tokens per record of a pretokenized shard
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """This process's place among `count` processes reading the same sources."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"process_index={self.index} is outside [0, process_count={self.count})")
+
+
+def list_files(spec: SourceSpec, split: str) -> list[str]:
+    """The shard files of `spec` for `split`, sorted; an error names the pattern when nothing matches."""
+    if spec.kind == "corpus":
+        pattern = f"{spec.location}/{split}-*.jsonl"
+    elif spec.kind == "pretokenized":
+        pattern = f"{spec.location}/{split}-*.tfrecord"
+    else:
+        pattern = spec.location.replace("{split}", split)
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        hint = "run `make corpus`" if spec.kind == "corpus" else "check data.sources"
+        raise FileNotFoundError(f"source {spec.name!r}: no {split} files match {pattern!r}; {hint}")
+    return files
+
+
+def _host_files(files: list[str], host: Host) -> tuple[list[str], bool]:
+    """This host's files, and whether records must still be split across hosts (fewer files than hosts)."""
+    if len(files) >= host.count:
+        return files[host.index::host.count], False
+    return files, True
+
+
+def _record_reader(spec: SourceSpec, split: str, host: Host, seed: int) -> tuple[Callable, str]:
+    """epoch -> one pass over this host's records of `spec`; and their format: jsonl, text, uint16 or int32."""
+    if spec.kind == "tfds":
+        ds = _tfds_reader(spec, split, host)
+        return lambda epoch: ds, "text"
+    files, split_records = _host_files(list_files(spec, split), host)
+    compression = {"GZIP" if f.endswith(".gz") else "" for f in files}
+    if len(compression) > 1:
+        raise ValueError(f"source {spec.name!r} mixes gzipped and plain {split} files; use one kind")
+    compression_type = compression.pop()
+    binary = spec.kind in ("tfrecord", "pretokenized")
+
+    def read(path):
+        if binary:
+            return tf.data.TFRecordDataset(path, compression_type=compression_type)
+        return tf.data.TextLineDataset(path, compression_type=compression_type)
+
+    def records(epoch):  # the files in another order every epoch, four read round-robin
+        order = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed + epoch)
+        records = order.interleave(read, cycle_length=min(len(files), 4))
+        return records.shard(host.count, host.index) if split_records else records
+    if spec.kind == "pretokenized":
+        with tf.io.gfile.GFile(f"{spec.location}/index.json") as f:
+            return records, json.load(f)["dtype"]
+    if spec.kind == "tfrecord":
+        feature = {"text": tf.io.FixedLenFeature([], tf.string)}
+        return lambda epoch: records(epoch).map(lambda r: tf.io.parse_single_example(r, feature)["text"]), "text"
+    return records, "jsonl"
+
+
+def _tfds_reader(spec: SourceSpec, split: str, host: Host) -> tf.data.Dataset:
+    """Records of a prepared TFDS dataset: this host's even slice of the split, its text feature."""
+    import tensorflow_datasets as tfds
+
+    split_name = spec.options.get(split, split)
+    text_key = spec.options.get("text", "text")
+    host_split = tfds.even_splits(split_name, n=host.count)[host.index]
+    try:
+        ds = tfds.load(spec.location, split=host_split, shuffle_files=False, download=False,
+                       read_config=tfds.ReadConfig(add_tfds_id=False))
+    except Exception as e:  # noqa: BLE001 - TFDS raises many types; the message must name the source
+        raise FileNotFoundError(f"source {spec.name!r}: TFDS dataset {spec.location!r} split {split_name!r} could "
+                                f"not be loaded ({e}); prepare it with `tfds build` and set TFDS_DATA_DIR") from e
+    if text_key not in ds.element_spec:
+        raise KeyError(f"source {spec.name!r}: TFDS dataset {spec.location!r} has features "
+                       f"{sorted(ds.element_spec)}, not {text_key!r}; add '?text=<feature>' to its spec")
+    return ds.map(lambda ex: ex[text_key])
+
+
+def _doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchEncoder | None,
+                ) -> tf.data.Dataset:
+    """(record, epoch) -> (flat token ids with BOS/EOS, epoch, COUNTERS) per batch of records."""
+    n = len(tok.COUNTERS)
+    if record_format in ("uint16", "int32"):  # pretokenized: records are chunks of the token stream
+        dtype = tf.as_dtype(record_format)
+        return records.map(lambda r, e: (tf.cast(tf.io.decode_raw(r, dtype), tf.int32), e, tf.zeros([n], tf.int64)))
+
+    def encode(records, epochs):
+        flat, _, counts = tf.numpy_function(encoder, [records], [tf.int32, tf.int64, tf.int64], stateful=False)
+        flat.set_shape([None])
+        counts.set_shape([n])
+        return flat, tf.reduce_max(epochs), counts
+
+    return records.batch(RECORDS_PER_BATCH).map(encode, num_parallel_calls=2, deterministic=True)
+
+
+def _pack(chunks: tf.data.Dataset, row_len: int) -> tf.data.Dataset:
+    """Token chunks -> rows of `row_len` tokens; the tail of a chunk opens the next row, so no token is lost."""
+    n = len(tok.COUNTERS)
+
+    def step(state, chunk):
+        leftover, total = state
+        tokens, epoch, counts = chunk
+        joined = tf.concat([leftover, tokens], 0)
+        rows = tf.shape(joined)[0] // row_len
+        total = total + counts
+        out = (tf.reshape(joined[:rows * row_len], [rows, row_len]), tf.fill([rows], epoch),
+               tf.tile(total[None], [rows, 1]))
+        return (joined[rows * row_len:], total), out
+
+    return chunks.scan((tf.zeros([0], tf.int32), tf.zeros([n], tf.int64)), step).unbatch()
+
+
+def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, row_len: int,
+                sp: tok.spm.SentencePieceProcessor, max_doc_chars: int, threads: int, shuffle_buffer: int,
+                seed: int, repeat: bool) -> tf.data.Dataset:
+    """Rows {'tokens' [row_len], 'source', 'epoch', 'counts' [5]} of one source, endless when `repeat`.
+
+    Shuffling is of files (per epoch) and of packed rows (`shuffle_buffer` rows), not of raw documents:
+    the shuffle buffer is part of the resume state, and rows stored as uint16 keep it small.
+    """
+    records, record_format = _record_reader(spec, split, host, seed)
+    epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+    tagged = epochs.flat_map(lambda e: records(e).map(lambda r: (r, e)))
+    encoder = tok.BatchEncoder(sp, record_format, max_doc_chars, threads) if record_format in ("jsonl", "text") \
+        else None
+    compact = tf.uint16 if sp.vocab_size() <= 1 << 16 else tf.int32
+    rows = _pack(_doc_tokens(tagged, record_format, encoder), row_len).map(
+        lambda t, e, c: {"tokens": tf.cast(t, compact), "source": tf.constant(source_index, tf.int32),
+                         "epoch": tf.cast(e, tf.int32), "counts": c})
+    if shuffle_buffer > 1:  # file order is the same on all hosts (they split it); row order is per host
+        rows = rows.shuffle(shuffle_buffer, seed=seed * 1_000_003 + host.index, reshuffle_each_iteration=False)
+    return rows
+
+
+def check_not_empty(spec: SourceSpec, split: str, rows: tf.data.Dataset) -> None:
+    """A clear error, instead of an endless search, when one pass over a source yields no full row."""
+    if not any(True for _ in rows.take(1)):
+        raise ValueError(f"source {spec.name!r} ({spec.kind}:{spec.location}, split {split!r}) yields no "
+                         "complete row of tokens in one pass: its files are empty, invalid, or shorter than "
+                         "seq_len + 1 tokens; give it weight 0 or fix its files")
+
+
+def options(threads: int) -> tf.data.Options:
+    """Deterministic, with TF's threads bounded: a busy tf.data next to a JAX step slows the step (17% on 2 cores)."""
+    opts = tf.data.Options()
+    opts.deterministic = True
+    opts.threading.private_threadpool_size = max(2, threads)
+    opts.threading.max_intra_op_parallelism = 1
+    # The only Python in the graph is the tokenizer call, a pure function of its input.
+    opts.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return opts

@@ -1,0 +1,82 @@
+"""The seven LLaMA data sources (Table 1), their sampling weights, and where each one's documents come from.
+
+A source spec (`config.data.sources.<name>`) says how to read a source:
+  ""                         the embedded corpus: `<corpus_dir>/<name>/{split}-*.jsonl` (built by `make corpus`)
+  "jsonl:<glob>"             JSON lines with a "text" field; `{split}` in the glob becomes train/validation
+  "tfrecord:<glob>"          tf.train.Example records with a "text" bytes feature
+  "tfds:<name>[?train=<split>&validation=<split>&text=<feature>]"   a prepared TFDS dataset
+  "pretokenized:<dir>"       token shards written by `python -m data_pipeline.pretokenize`
+Paths may be local or `gs://` (everything goes through `tf.io.gfile`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import urllib.parse
+from collections.abc import Mapping
+
+# Table 1 of the paper: sampling proportion and epochs over 1.4T tokens.
+TABLE1 = {
+    "commoncrawl": (0.67, 1.10),
+    "c4": (0.15, 1.06),
+    "github": (0.045, 0.64),
+    "wikipedia": (0.045, 2.45),
+    "books": (0.045, 2.23),
+    "arxiv": (0.025, 1.06),
+    "stackexchange": (0.02, 1.03),
+}
+SOURCE_NAMES = tuple(TABLE1)
+SPLITS = ("train", "validation")
+KINDS = ("corpus", "jsonl", "tfrecord", "tfds", "pretokenized")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """Where one source's documents live: `kind` is one of KINDS, `location` a glob, directory or TFDS name."""
+
+    name: str
+    kind: str
+    location: str
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def parse_spec(name: str, spec: str, corpus_dir: str) -> SourceSpec:
+    """Turns the config string `spec` of source `name` into a SourceSpec (see the module docstring)."""
+    if not spec:
+        return SourceSpec(name, "corpus", f"{corpus_dir.rstrip('/')}/{name}")
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise ValueError(
+            f"data.sources.{name}={spec!r} is not a source spec; expected '' (embedded corpus) or "
+            f"'<kind>:<location>' with kind one of {KINDS[1:]}, e.g. 'jsonl:gs://bucket/c4/{{split}}-*.json.gz'")
+    options: dict[str, str] = {}
+    if kind == "tfds":
+        rest, _, query = rest.partition("?")
+        options = dict(urllib.parse.parse_qsl(query))
+        unknown = set(options) - {"train", "validation", "text"}
+        if unknown:
+            raise ValueError(f"data.sources.{name}={spec!r}: unknown TFDS options {sorted(unknown)}; "
+                             "allowed: train, validation, text")
+    return SourceSpec(name, kind, rest, options)
+
+
+def mixture_weights(weights: Mapping[str, float], sources: Mapping[str, str], *,
+                    normalize: bool = False) -> dict[str, float]:
+    """Checked sampling weights of the sources with weight > 0; they must sum to 1 unless `normalize`."""
+    weights = {name: float(w) for name, w in weights.items()}
+    for name, w in weights.items():
+        if name not in TABLE1 and not sources.get(name):
+            raise ValueError(
+                f"data.weights has a weight for unknown source {name!r}; known sources are {list(TABLE1)} "
+                f"(or give its location in data.sources.{name})")
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"data.weights.{name}={w} must be a finite number >= 0")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"data.weights {weights} give no source a positive weight")
+    if not normalize and abs(total - 1.0) > 1e-6:
+        raise ValueError(
+            f"data.weights sum to {total:.6f}, expected 1 (weights: {weights}); fix them or set "
+            "data.normalize_weights=True to divide them by their sum")
+    return {name: w / total for name, w in weights.items() if w > 0}

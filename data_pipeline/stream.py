@@ -1,0 +1,241 @@
+"""`train_stream` and `eval_streams`: the iterators the trainer pulls process-local batches from.
+
+A batch is a dict of numpy arrays, each [global_batch_size // process_count, seq_len]: `inputs`, `targets`
+(inputs shifted by one), `segment_ids` (1, 2, ... per document piece in the row; no padding, so never 0),
+`positions` (position within that piece) and `loss_mask` (0.0 where the input is EOS, i.e. where the target
+would be the next document's BOS). A document cut by a row boundary continues in the next row as a new
+segment starting at position 0, as in T5X/MaxText packing, so positions stay below seq_len.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+
+import ml_collections
+import numpy as np
+
+from data_pipeline import pipeline, sources
+from data_pipeline import tokenizer as tok
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = str(REPO / ".cache" / "corpus")
+
+
+def packed_batch(rows: np.ndarray, bos: int, eos: int) -> dict[str, np.ndarray]:
+    """rows [batch, seq_len + 1] of packed tokens -> the five [batch, seq_len] arrays of a training batch."""
+    inputs, targets = rows[:, :-1].astype(np.int32), rows[:, 1:].astype(np.int32)
+    starts = inputs == bos
+    starts[:, 0] = True
+    index = np.arange(inputs.shape[1], dtype=np.int32)
+    first = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    return {"inputs": inputs, "targets": targets,
+            "segment_ids": np.cumsum(starts, axis=1, dtype=np.int32),
+            "positions": (index - first).astype(np.int32),
+            "loss_mask": (inputs != eos).astype(np.float32)}
+
+
+class Stream:
+    """Endless training batches from the source mixture, with exact get_state/set_state and a mixture report."""
+
+    def __init__(self, dataset, *, names: list[str], weights: list[float], row_len: int, bos: int, eos: int,
+                 docs_per_epoch: list[int | None], fingerprint: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._dataset = dataset
+        self._iterator = iter(dataset)
+        self.names, self.weights, self.row_len = names, weights, row_len
+        self.bos, self.eos, self.docs_per_epoch, self.fingerprint = bos, eos, docs_per_epoch, fingerprint
+        n = len(names)
+        self._stats = {"rows": [0] * n, "docs": [0] * n, "epoch": [0] * n,
+                       "counts": [[0] * len(tok.COUNTERS) for _ in range(n)], "batches": 0}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        element = {k: v.numpy() for k, v in next(self._iterator).items()}
+        rows, source = element["tokens"].astype(np.int32), element["source"]
+        s = self._stats
+        for i in np.unique(source):
+            mine = source == i
+            s["rows"][i] += int(mine.sum())
+            s["docs"][i] += int((rows[mine] == self.bos).sum())
+            s["epoch"][i] = max(s["epoch"][i], int(element["epoch"][mine].max()))
+            s["counts"][i] = np.maximum(s["counts"][i], element["counts"][mine].max(axis=0)).tolist()
+        s["batches"] += 1
+        return packed_batch(rows, self.bos, self.eos)
+
+    def get_state(self) -> bytes:
+        """The tf.data iterator checkpoint and the mixture statistics, as one tar archive."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self._tf.train.Checkpoint(iterator=self._iterator).write(f"{tmp}/iterator")
+            meta = json.dumps({"fingerprint": self.fingerprint, "stats": self._stats}).encode()
+            with open(f"{tmp}/stream.json", "wb") as f:
+                f.write(meta)
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for name in sorted(os.listdir(tmp)):
+                    tar.add(f"{tmp}/{name}", arcname=name)
+        return buffer.getvalue()
+
+    def set_state(self, state: bytes) -> None:
+        """Continues exactly where the stream that produced `state` (by get_state) was."""
+        with tempfile.TemporaryDirectory() as tmp:
+            with tarfile.open(fileobj=io.BytesIO(state)) as tar:
+                tar.extractall(tmp, filter="data")
+            with open(f"{tmp}/stream.json") as f:
+                meta = json.load(f)
+            if meta["fingerprint"] != self.fingerprint:
+                raise ValueError("the saved data stream state belongs to another data configuration (sources, "
+                                 "weights, seed, seq_len, batch size, process index/count or tokenizer differ); "
+                                 "restore it with the configuration it was saved with")
+            self._tf.train.Checkpoint(iterator=self._iterator).read(f"{tmp}/iterator").assert_consumed()
+        self._stats = meta["stats"]
+
+    def report(self) -> dict:
+        """Per source: target and observed token proportion, documents, tokens and epochs drawn so far."""
+        s = self._stats
+        total_rows = sum(s["rows"])
+        table = []
+        for i, name in enumerate(self.names):
+            docs_per_epoch = self.docs_per_epoch[i]
+            table.append({
+                "name": name, "target": self.weights[i],
+                "observed": s["rows"][i] / total_rows if total_rows else 0.0,
+                "docs": s["docs"][i], "tokens": s["rows"][i] * self.row_len,
+                # Table 1's column: fractional when the source's document count is known (embedded corpus)
+                "epochs": s["docs"][i] / docs_per_epoch if docs_per_epoch else float(s["epoch"][i]),
+                "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:], strict=True)),
+            })
+        return {"batches": s["batches"], "tokens": total_rows * self.row_len, "sources": table}
+
+
+class EvalStream:
+    """The same `batches` held-out batches of one source, every time: `for batch in stream` yields them once,
+    `next(stream)` cycles through them."""
+
+    def __init__(self, dataset, batches: int, bos: int, eos: int):
+        self._dataset, self.batches, self.bos, self.eos = dataset, batches, bos, eos
+        self._position = 0
+        self._iterator = None
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for element in self._dataset.take(self.batches):
+            yield packed_batch(element.numpy().astype(np.int32), self.bos, self.eos)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self._batches()
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._iterator is None or self._position == 0:
+            self._iterator = self._batches()
+        batch = next(self._iterator)
+        self._position = (self._position + 1) % self.batches
+        return batch
+
+    def get_state(self) -> bytes:
+        return json.dumps({"position": self._position}).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self._position = json.loads(state)["position"]
+        self._iterator = self._batches()
+        for _ in range(self._position):
+            next(self._iterator)
+
+    def report(self) -> dict:
+        return {"batches": self.batches, "position": self._position}
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _setup(config: ml_collections.ConfigDict, process_index: int, process_count: int):
+    """What every stream of `config` needs: host, checked weights, source specs, tokenizer, sizes."""
+    data = config.data
+    host = pipeline.Host(process_index, process_count)
+    global_batch = config.train.global_batch_size
+    if global_batch % process_count:
+        raise ValueError(f"train.global_batch_size={global_batch} is not divisible by process_count={process_count}")
+    corpus_dir = data.corpus_dir or DEFAULT_CORPUS
+    spec_strings = dict(data.get("sources", {}))
+    weights = sources.mixture_weights(dict(data.weights), spec_strings,
+                                      normalize=data.get("normalize_weights", False))
+    specs = {name: sources.parse_spec(name, spec_strings.get(name, ""), corpus_dir) for name in weights}
+    tokenizer_path = data.tokenizer or f"{corpus_dir}/tokenizer.model"
+    sp = tok.load(tokenizer_path, config.model.vocab_size)
+    threads = data.get("threads", 0) or tok.default_threads()
+    return host, weights, specs, sp, threads, global_batch // process_count, corpus_dir
+
+
+def _docs_per_epoch(spec: sources.SourceSpec, split: str, host: pipeline.Host, corpus_dir: str) -> int | None:
+    """Documents this host reads per epoch of an embedded-corpus source (from its manifest), else None."""
+    manifest_path = f"{corpus_dir}/manifest.json"
+    if spec.kind != "corpus" or not os.path.exists(manifest_path):
+        return None
+    with open(manifest_path) as f:
+        shards = json.load(f)["sources"].get(spec.name, {}).get("splits", {}).get(split, {}).get("shards", [])
+    docs = {f"{corpus_dir}/{s['path']}": s["docs"] for s in shards}
+    files = pipeline.list_files(spec, split)
+    if len(files) >= host.count:
+        return sum(docs.get(f, 0) for f in files[host.index::host.count]) or None
+    return sum(docs.get(f, 0) for f in files) // host.count or None
+
+
+def _fingerprint(config, host, weights, specs, sp, local_batch) -> str:
+    key = {"seed": config.seed, "seq_len": config.train.seq_len, "local_batch": local_batch, "host": [host.index,
+           host.count], "weights": weights, "specs": {k: [v.kind, v.location, dict(v.options)] for k, v in
+           specs.items()}, "tokenizer": tok.fingerprint(sp), "shuffle_buffer": config.data.shuffle_buffer}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _rows_fn(config, host, sp, threads) -> Callable:
+    row_len = config.train.seq_len + 1
+
+    def rows(spec, split, index, shuffle_buffer, seed, repeat):
+        return pipeline.source_rows(spec, split, index, host=host, row_len=row_len, sp=sp,
+                                    max_doc_chars=config.data.get("max_doc_chars", 1 << 20), threads=threads,
+                                    shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat)
+    return rows
+
+
+def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, process_count: int = 1) -> Stream:
+    """The process-local training stream of `config`'s source mixture (see the module docstring)."""
+    import tensorflow as tf
+
+    host, weights, specs, sp, threads, local_batch, corpus_dir = _setup(config, process_index, process_count)
+    rows = _rows_fn(config, host, sp, threads)
+    seed = int(config.seed)
+    per_source = []
+    for i, spec in enumerate(specs.values()):
+        pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, repeat=False))
+        per_source.append(rows(spec, "train", i, config.data.shuffle_buffer, seed + 7919 * (i + 1), repeat=True))
+    # Each host draws its own sequence of sources: the global batch mixes independent draws.
+    mixed = tf.data.Dataset.sample_from_datasets(per_source, weights=list(weights.values()),
+                                                 seed=seed * 1_000_003 + host.index, stop_on_empty_dataset=True)
+    dataset = mixed.batch(local_batch, drop_remainder=True).prefetch(2).with_options(pipeline.options(threads))
+    return Stream(dataset, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
+                  bos=sp.bos_id(), eos=sp.eos_id(),
+                  docs_per_epoch=[_docs_per_epoch(spec, "train", host, corpus_dir) for spec in specs.values()],
+                  fingerprint=_fingerprint(config, host, weights, specs, sp, local_batch))
+
+
+def eval_streams(config: ml_collections.ConfigDict, *, process_index: int = 0, process_count: int = 1,
+                 ) -> dict[str, EvalStream]:
+    """One held-out stream per source with weight > 0: the first `train.eval_batches` batches of its
+    validation split, unshuffled, identical at every evaluation."""
+    host, weights, specs, sp, threads, local_batch, _ = _setup(config, process_index, process_count)
+    rows = _rows_fn(config, host, sp, threads)
+    streams = {}
+    for i, (name, spec) in enumerate(specs.items()):
+        pipeline.check_not_empty(spec, "validation", rows(spec, "validation", i, 0, 0, repeat=False))
+        # Repeated so that a small validation split still fills eval_batches batches.
+        dataset = rows(spec, "validation", i, 0, 0, repeat=True).map(lambda r: r["tokens"])
+        dataset = dataset.batch(local_batch, drop_remainder=True).with_options(pipeline.options(threads))
+        streams[name] = EvalStream(dataset, config.train.eval_batches, sp.bos_id(), sp.eos_id())
+    return streams

@@ -1,0 +1,94 @@
+"""The SentencePiece tokenizer (§2.1: BPE, digits split, byte fallback) and the batch encoder the tf.data graph calls."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+
+import numpy as np
+import sentencepiece as spm
+
+# What the encoder counts about the documents it is given, in this order (see `encode_batch`).
+COUNTERS = ("docs", "invalid_utf8", "malformed", "empty", "split_long")
+
+
+def load(path: str, vocab_size: int | None = None) -> spm.SentencePieceProcessor:
+    """The SentencePiece model at `path` (local or gs://), checked against the model's `vocab_size`."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"tokenizer {path!r} does not exist; run `make corpus` to build the default one "
+                                "or set config.data.tokenizer to a SentencePiece model (e.g. Meta's tokenizer.model)")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        proto = f.read()
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    if vocab_size is not None and sp.vocab_size() != vocab_size:
+        raise ValueError(f"tokenizer {path} has {sp.vocab_size()} pieces but config.model.vocab_size={vocab_size}; "
+                         "set config.model.vocab_size to the tokenizer's size or build a tokenizer of that size "
+                         f"(`python -m data_pipeline.corpus --vocab_size={vocab_size}`)")
+    if sp.bos_id() < 0 or sp.eos_id() < 0:
+        raise ValueError(f"tokenizer {path} has no BOS/EOS pieces (bos={sp.bos_id()}, eos={sp.eos_id()}); "
+                         "packing needs both")
+    return sp
+
+
+def fingerprint(sp: spm.SentencePieceProcessor) -> str:
+    """sha256 of the serialized model: pretokenized shards record it and refuse another tokenizer."""
+    return hashlib.sha256(sp.serialized_model_proto()).hexdigest()
+
+
+class BatchEncoder:
+    """Turns a batch of raw records into BOS + ids + EOS per document, counting what it had to skip.
+
+    Called from the tf.data graph through `tf.numpy_function`; SentencePiece encodes the batch on `threads`
+    C++ threads with the GIL released.
+    """
+
+    def __init__(self, sp: spm.SentencePieceProcessor, record_format: str, max_doc_chars: int, threads: int):
+        if record_format not in ("jsonl", "text"):
+            raise ValueError(f"record_format={record_format!r}; expected 'jsonl' or 'text'")
+        self.sp, self.record_format, self.max_doc_chars, self.threads = sp, record_format, max_doc_chars, threads
+
+    def texts(self, records: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Valid, non-empty document texts of `records` (long ones split into pieces) and the COUNTERS."""
+        counts = np.zeros(len(COUNTERS), np.int64)
+        texts = []
+        for record in records:
+            try:
+                text = record.decode("utf-8")
+            except UnicodeDecodeError:
+                counts[1] += 1
+                continue
+            if self.record_format == "jsonl":
+                try:
+                    text = json.loads(text)["text"]
+                    if not isinstance(text, str):
+                        raise TypeError
+                except (ValueError, KeyError, TypeError):
+                    counts[2] += 1
+                    continue
+            if not text.strip():
+                counts[3] += 1
+                continue
+            counts[0] += 1
+            if len(text) > self.max_doc_chars:  # a multi-megabyte line: consecutive pieces, nothing dropped
+                counts[4] += 1
+                texts.extend(text[i:i + self.max_doc_chars] for i in range(0, len(text), self.max_doc_chars))
+            else:
+                texts.append(text)
+        return texts, counts
+
+    def __call__(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """records [n] bytes -> (token ids [total] int32, document lengths [docs] int64, COUNTERS [5] int64)."""
+        texts, counts = self.texts(records)
+        ids = self.sp.encode(texts, add_bos=True, add_eos=True, num_threads=self.threads) if texts else []
+        lengths = np.array([len(x) for x in ids], np.int64)
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+        return flat, lengths, counts
+
+
+def default_threads() -> int:
+    """Threads for tokenization and tf.data: half the host's cores (the rest drive the accelerator), at least 1."""
+    return max(1, (os.cpu_count() or 2) // 2)
