@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 
 import jax
@@ -38,6 +39,8 @@ def topology_devices(topology: str) -> list:
         raise ValueError(f"topology={topology!r}: expected GENERATION:AxB[xC] with GENERATION one of {sorted(HBM_GIB)}")
     from jax.experimental import topologies  # needs libtpu (the `tpu` extra), not a TPU
 
+    # libtpu takes a machine-wide lock meant for real chips; compile-only use may run in several processes.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     extra = {"chip_config_name": "megacore"} if generation == "v4" else {}
     return topologies.get_topology_desc(topology_name=topology, platform="tpu", **extra).devices
 

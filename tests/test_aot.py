@@ -1,0 +1,40 @@
+"""The real training step compiles for a TPU slice from this CPU machine, and the fit report adds up."""
+
+import pytest
+
+from llama_jax import aot, bench
+
+
+@pytest.fixture(scope="module")
+def report():
+    config = bench.preset_config("tiny", **{"train.global_batch_size": 8})
+    return aot.compile_for_topology(config, "v5e:2x2", mfu=0.5)
+
+
+def test_tiny_config_compiles_for_a_v5e_slice(report):
+    assert report.chips == 4 and report.device_kind == "TPU v5 lite"
+    assert report.mesh == {"data": 1, "fsdp": 4, "sequence": 1, "tensor": 1}
+    assert report.attention == "splash"  # `auto` means the TPU kernel, though this host is a CPU
+    assert report.hbm_bytes == 16 * aot.GIB
+
+
+def test_memory_report_adds_up(report):
+    # The float32 weights and the two AdamW moments, sharded four ways, are (at least) the arguments.
+    assert report.argument_bytes >= 3 * 4 * report.params / report.chips
+    assert report.alias_bytes > 0  # the donated state is updated in place
+    assert report.total_bytes == (report.argument_bytes + report.output_bytes - report.alias_bytes
+                                  + report.temp_bytes + report.code_bytes)
+    assert report.fits
+
+
+def test_projection_follows_the_flops_formula(report):
+    tokens = report.global_batch * report.seq_len
+    assert report.step_s == pytest.approx(report.model_flops / (197e12 * 0.5))
+    assert report.tokens_per_s_per_chip == pytest.approx(tokens / report.chips / report.step_s)
+    assert 0 < report.xla_flops < 2 * report.model_flops
+    assert "fits" in aot.format_report(report)
+
+
+def test_unknown_topology_is_a_clear_error():
+    with pytest.raises(ValueError, match="GENERATION:AxB"):
+        aot.topology_devices("v9x:2x2")
