@@ -1,0 +1,115 @@
+"""Train-step and loop properties: gradient accumulation is exact, the schedule is the paper's, a non-finite
+step stops the run with its batch saved and the last checkpoint intact, the command rejects typos and writes
+its metrics."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import debug
+from experiments.configs.common import base_config
+from llama_jax import checkpoint, sharding, synthetic
+from llama_jax import train_step as ts
+from llama_jax.metrics import read_metrics
+from llama_jax.optim import decays, learning_rate_schedule
+from llama_jax.train import NonFiniteError, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_microbatches_give_the_update_of_one_large_batch():
+    updated = {}
+    for k in (1, 4):
+        c = debug.get_config().unlock()
+        c.train.microbatches = k
+        c.mesh.data, c.mesh.fsdp = 2, 1  # batch 8 = 4 microbatches x 2 rows, one per data shard
+        c.lock()
+        mesh = sharding.make_mesh(c, jax.devices()[:2])
+        state = ts.init_state(c, mesh, jax.random.PRNGKey(0))
+        batch = next(synthetic.train_stream(c))
+        batch["loss_mask"][:, :5] = 0.0  # unequal token counts per row: the mean is over tokens, not rows
+        step = ts.make_train_step(c, mesh)
+        for _ in range(2):  # two steps, so that the AdamW update itself (not only its first, sign-like step) counts
+            state, metrics = step(state, ts.device_batch(batch, c, mesh))
+        updated[k] = (jax.device_get(state.params), jax.device_get(metrics))
+    np.testing.assert_allclose(updated[4][1]["loss"], updated[1][1]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(updated[4][1]["grad_norm"], updated[1][1]["grad_norm"], rtol=1e-5)
+    # float32 sums in another order; AdamW turns their last-bit differences into ~1e-6 of updates of ~1e-3.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), updated[4][0], updated[1][0])
+
+
+def test_learning_rate_follows_warmup_then_cosine_to_ten_percent():
+    c = base_config("llama_7b")
+    c.train.steps = 10_000
+    lr = learning_rate_schedule(c)
+    peak = 3e-4
+    assert lr(0) == 0.0
+    np.testing.assert_allclose(lr(1000), peak / 2, rtol=1e-6)  # linear warmup
+    np.testing.assert_allclose(lr(2000), peak, rtol=1e-6)  # end of the 2000 warmup steps
+    np.testing.assert_allclose(lr(6000), 0.1 * peak + 0.9 * peak / 2, rtol=1e-5)  # half way down the cosine
+    np.testing.assert_allclose(lr(10_000), 0.1 * peak, rtol=1e-6)  # 10% of the peak at the end
+
+
+def test_weight_decay_skips_embeddings_and_norms_by_default():
+    c = debug.get_config()
+    params = ts.abstract_state(c, sharding.make_mesh(c)).params
+    decayed = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params) if decays(p, c)}
+    assert "['output']" in decayed and "['layers']['feed_forward']['w1']" in decayed
+    assert "['tok_embeddings']" not in decayed and "['norm']['weight']" not in decayed
+    assert "['layers']['attention_norm']['weight']" not in decayed
+
+
+def test_non_finite_loss_stops_with_the_batch_saved_and_the_checkpoint_intact(tmp_path):
+    c = debug.get_config().unlock()
+    c.optimizer.peak_lr = 1e30  # diverges within a few steps
+    c.optimizer.warmup_steps = 1
+    c.checkpoint.every_steps = 1
+    c.checkpoint.keep = 100
+    with pytest.raises(NonFiniteError, match=r"step (\d+): loss=nan") as error:
+        train(c.lock(), str(tmp_path))
+    bad_step = int(error.value.args[0].split(":")[0].removeprefix("step "))
+    assert os.path.exists(tmp_path / "debug" / f"step_{bad_step}_process_0.npz")
+    manager = checkpoint.manager(str(tmp_path), c)
+    assert manager.all_steps() == list(range(1, bad_step))  # every good step, nothing after
+    state, _ = checkpoint.restore_latest(manager, c, ts.abstract_state(c, sharding.make_mesh(c)))
+    assert int(state.step) == bad_step - 1
+
+
+def test_metrics_file_and_loss_curve(tmp_path):
+    c = debug.get_config().unlock()
+    c.train.steps = 6
+    c.train.eval_every = 3
+    final = train(c.lock(), str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    train_records = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_records] == list(range(1, 7))
+    for key in ("lr", "grad_norm", "tokens_seen", "tokens_per_s", "step_time_s", "data_wait_fraction"):
+        assert key in train_records[0]
+    assert train_records[-1]["tokens_seen"] == 6 * 8 * 16
+    assert train_records[0]["mfu"] is None  # no peak FLOP/s for CPUs
+    assert [r["step"] for r in records if "eval/synthetic/loss" in r] == [3, 6]
+    assert final["loss"] == train_records[-1]["loss"]
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_unknown_override_is_an_error():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llama_jax.train",
+            "--config=experiments/configs/debug.py",
+            "--workdir=/tmp/unused",
+            "--config.train.stpes=10",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "stpes" in result.stderr
