@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llama_jax import sharding
 from llama_jax.config import ModelConfig
-from llama_jax.loss import cross_entropy
+from llama_jax.loss import chunked_cross_entropy, cross_entropy
 from llama_jax.model import LLaMA, init_params
 from llama_jax.optim import learning_rate_schedule, make_optimizer
 
@@ -140,6 +140,11 @@ def loss_fn(config) -> Callable:
     model = LLaMA(model_config(config))
 
     def loss(params, batch):
+        if config.train.loss_chunk_size:  # float32 logits for a chunk of positions at a time (llama_jax.loss)
+            hidden = model.apply({"params": params}, batch["inputs"], positions=batch["positions"],
+                                 segment_ids=batch["segment_ids"], return_hidden=True)
+            return chunked_cross_entropy(hidden, params["output"], batch["targets"], batch["loss_mask"],
+                                         config.train.loss_chunk_size)
         logits = model.apply(
             {"params": params}, batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"]
         )

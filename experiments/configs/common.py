@@ -36,6 +36,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.train.seq_len = 2048
     c.train.global_batch_size = 2048  # sequences; 2048 x 2048 = 4M tokens (Table 2)
     c.train.microbatches = 1  # gradient accumulation: the global batch is split into this many steps
+    c.train.loss_chunk_size = 0  # > 0: the loss computes float32 logits this many positions at a time
     c.train.log_every = 10
     c.train.eval_every = 500
     c.train.eval_batches = 8
