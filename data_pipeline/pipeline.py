@@ -6,8 +6,8 @@ Per source:  files (this host's share, reordered every epoch) -> records, tagged
              -> shuffled rows.
 Mixture:     `sample_from_datasets` draws rows from the sources with the Table 1 weights, so the token
              proportions equal the weights up to sampling error (every row holds seq_len + 1 tokens).
-Each row keeps its source, the epoch of the source it came from, and the source's running skip counts,
-so the Stream can account for the mixture exactly, including after a resume.
+Each row keeps its source, its epoch of the source, and the source's running counts (skipped records, bytes
+read, tokens made), so the Stream can account for the mixture exactly, including after a resume.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 from data_pipeline import tokenizer as tok  # noqa: E402
 from data_pipeline.sources import SourceSpec  # noqa: E402
 
-RECORDS_PER_BATCH = 64  # documents per SentencePiece call
+RECORDS_PER_BATCH = 16  # documents per SentencePiece call
 PRETOKENIZED_CHUNK = 1 << 16  # tokens per record of a pretokenized shard
 
 
@@ -113,42 +113,49 @@ def _tfds_reader(spec: SourceSpec, split: str, host: Host) -> tf.data.Dataset:
 
 def _doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchEncoder | None,
                 ) -> tf.data.Dataset:
-    """(record, epoch) -> (flat token ids with BOS/EOS, epoch, COUNTERS) per batch of records."""
+    """(record, epoch) -> (flat token ids with BOS/EOS, epoch, COUNTERS, bytes read) per batch of records."""
     n = len(tok.COUNTERS)
+    newline = 1 if record_format == "jsonl" else 0  # a line's share of its file, as the manifest counts it
     if record_format in ("uint16", "int32"):  # pretokenized: records are chunks of the token stream
         dtype = tf.as_dtype(record_format)
-        return records.map(lambda r, e: (tf.cast(tf.io.decode_raw(r, dtype), tf.int32), e, tf.zeros([n], tf.int64)))
+        return records.map(lambda r, e: (tf.cast(tf.io.decode_raw(r, dtype), tf.int32), e, tf.zeros([n], tf.int64),
+                                         tf.cast(tf.strings.length(r), tf.int64)))
 
     def encode(records, epochs):
         flat, _, counts = tf.numpy_function(encoder, [records], [tf.int32, tf.int64, tf.int64], stateful=False)
         flat.set_shape([None])
         counts.set_shape([n])
-        return flat, tf.reduce_max(epochs), counts
+        nbytes = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64) + newline)
+        return flat, tf.reduce_max(epochs), counts, nbytes
 
     return records.batch(RECORDS_PER_BATCH).map(encode, num_parallel_calls=2, deterministic=True)
 
 
-def _pack(chunks: tf.data.Dataset, row_len: int) -> tf.data.Dataset:
-    """Token chunks -> rows of `row_len` tokens; the tail of a chunk opens the next row, so no token is lost."""
-    n = len(tok.COUNTERS)
+def _pack(chunks: tf.data.Dataset, row_len: int, source_index: int, row_dtype: tf.DType) -> tf.data.Dataset:
+    """Token chunks -> rows {'tokens' [row_len], 'source', 'epoch', 'counts' [7]}; the tail of a chunk opens the
+    next row, so no token is lost. `counts`: the source's running COUNTERS, bytes read and tokens made when
+    the row was completed. Built per chunk and then unbatched: no per-row function calls."""
 
     def step(state, chunk):
         leftover, total = state
-        tokens, epoch, counts = chunk
+        tokens, epoch, counts, nbytes = chunk
         joined = tf.concat([leftover, tokens], 0)
         rows = tf.shape(joined)[0] // row_len
-        total = total + counts
-        out = (tf.reshape(joined[:rows * row_len], [rows, row_len]), tf.fill([rows], epoch),
-               tf.tile(total[None], [rows, 1]))
+        total = total + tf.concat([counts, [nbytes, tf.size(tokens, out_type=tf.int64)]], 0)
+        out = {"tokens": tf.cast(tf.reshape(joined[:rows * row_len], [rows, row_len]), row_dtype),
+               "source": tf.fill([rows], tf.constant(source_index, tf.int32)),
+               "epoch": tf.fill([rows], tf.cast(epoch, tf.int32)),
+               "counts": tf.tile(total[None], [rows, 1])}
         return (joined[rows * row_len:], total), out
 
-    return chunks.scan((tf.zeros([0], tf.int32), tf.zeros([n], tf.int64)), step).unbatch()
+    initial = (tf.zeros([0], tf.int32), tf.zeros([len(tok.COUNTERS) + 2], tf.int64))
+    return chunks.scan(initial, step).unbatch()
 
 
 def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, row_len: int,
                 sp: tok.spm.SentencePieceProcessor, max_doc_chars: int, threads: int, shuffle_buffer: int,
                 seed: int, repeat: bool) -> tf.data.Dataset:
-    """Rows {'tokens' [row_len], 'source', 'epoch', 'counts' [5]} of one source, endless when `repeat`.
+    """Rows {'tokens' [row_len], 'source', 'epoch', 'counts' [7]} of one source, endless when `repeat`.
 
     Shuffling is of files (per epoch) and of packed rows (`shuffle_buffer` rows), not of raw documents:
     the shuffle buffer is part of the resume state, and rows stored as uint16 keep it small.
@@ -158,10 +165,8 @@ def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, 
     tagged = epochs.flat_map(lambda e: records(e).map(lambda r: (r, e)))
     encoder = tok.BatchEncoder(sp, record_format, max_doc_chars, threads) if record_format in ("jsonl", "text") \
         else None
-    compact = tf.uint16 if sp.vocab_size() <= 1 << 16 else tf.int32
-    rows = _pack(_doc_tokens(tagged, record_format, encoder), row_len).map(
-        lambda t, e, c: {"tokens": tf.cast(t, compact), "source": tf.constant(source_index, tf.int32),
-                         "epoch": tf.cast(e, tf.int32), "counts": c})
+    row_dtype = tf.uint16 if sp.vocab_size() <= 1 << 16 else tf.int32
+    rows = _pack(_doc_tokens(tagged, record_format, encoder), row_len, source_index, row_dtype)
     if shuffle_buffer > 1:  # file order is the same on all hosts (they split it); row order is per host
         rows = rows.shuffle(shuffle_buffer, seed=seed * 1_000_003 + host.index, reshuffle_each_iteration=False)
     return rows

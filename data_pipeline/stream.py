@@ -9,6 +9,7 @@ segment starting at position 0, as in T5X/MaxText packing, so positions stay bel
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import os
 import pathlib
 import tarfile
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 
 import ml_collections
@@ -26,6 +28,15 @@ from data_pipeline import tokenizer as tok
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = str(REPO / ".cache" / "corpus")
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_streams() -> None:
+    for stream in list(_LIVE):
+        stream.close()
 
 
 def packed_batch(rows: np.ndarray, bos: int, eos: int) -> dict[str, np.ndarray]:
@@ -45,17 +56,18 @@ class Stream:
     """Endless training batches from the source mixture, with exact get_state/set_state and a mixture report."""
 
     def __init__(self, dataset, *, names: list[str], weights: list[float], row_len: int, bos: int, eos: int,
-                 docs_per_epoch: list[int | None], fingerprint: str):
+                 bytes_per_epoch: list[int | None], fingerprint: str):
         import tensorflow as tf
 
         self._tf = tf
         self._dataset = dataset
         self._iterator = iter(dataset)
         self.names, self.weights, self.row_len = names, weights, row_len
-        self.bos, self.eos, self.docs_per_epoch, self.fingerprint = bos, eos, docs_per_epoch, fingerprint
+        self.bos, self.eos, self.bytes_per_epoch, self.fingerprint = bos, eos, bytes_per_epoch, fingerprint
         n = len(names)
+        _LIVE.add(self)
         self._stats = {"rows": [0] * n, "docs": [0] * n, "epoch": [0] * n,
-                       "counts": [[0] * len(tok.COUNTERS) for _ in range(n)], "batches": 0}
+                       "counts": [[0] * (len(tok.COUNTERS) + 2) for _ in range(n)], "batches": 0}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -72,6 +84,11 @@ class Stream:
             s["counts"][i] = np.maximum(s["counts"][i], element["counts"][mine].max(axis=0)).tolist()
         s["batches"] += 1
         return packed_batch(rows, self.bos, self.eos)
+
+    def close(self) -> None:
+        """Stops the tf.data threads; called for every open stream at exit, where a tokenizer call still in
+        flight would otherwise abort the interpreter."""
+        self._iterator = None
 
     def get_state(self) -> bytes:
         """The tf.data iterator checkpoint and the mixture statistics, as one tar archive."""
@@ -106,14 +123,18 @@ class Stream:
         total_rows = sum(s["rows"])
         table = []
         for i, name in enumerate(self.names):
-            docs_per_epoch = self.docs_per_epoch[i]
+            *_, bytes_read, tokens_made = s["counts"][i]
+            per_epoch = self.bytes_per_epoch[i]
+            tokens = s["rows"][i] * self.row_len
             table.append({
                 "name": name, "target": self.weights[i],
                 "observed": s["rows"][i] / total_rows if total_rows else 0.0,
-                "docs": s["docs"][i], "tokens": s["rows"][i] * self.row_len,
-                # Table 1's column: fractional when the source's document count is known (embedded corpus)
-                "epochs": s["docs"][i] / docs_per_epoch if docs_per_epoch else float(s["epoch"][i]),
-                "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:], strict=True)),
+                "docs": s["docs"][i], "tokens": tokens,
+                # Table 1's column: tokens drawn over the source's size in tokens (its size in bytes, from the
+                # manifest, times the tokens per byte seen so far); else the number of passes begun.
+                "epochs": tokens * bytes_read / (tokens_made * per_epoch) if per_epoch and tokens_made
+                else float(s["epoch"][i]),
+                "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:len(tok.COUNTERS)], strict=True)),
             })
         return {"batches": s["batches"], "tokens": total_rows * self.row_len, "sources": table}
 
@@ -173,18 +194,29 @@ def _setup(config: ml_collections.ConfigDict, process_index: int, process_count:
     return host, weights, specs, sp, threads, global_batch // process_count, corpus_dir
 
 
-def _docs_per_epoch(spec: sources.SourceSpec, split: str, host: pipeline.Host, corpus_dir: str) -> int | None:
-    """Documents this host reads per epoch of an embedded-corpus source (from its manifest), else None."""
-    manifest_path = f"{corpus_dir}/manifest.json"
-    if spec.kind != "corpus" or not os.path.exists(manifest_path):
+def _bytes_per_epoch(spec: sources.SourceSpec, split: str, host: pipeline.Host, corpus_dir: str) -> int | None:
+    """Bytes this host reads per epoch of a source whose shard sizes are recorded (corpus manifest or
+    pretokenized index), else None."""
+    if spec.kind == "corpus":
+        index, prefix = f"{corpus_dir}/manifest.json", corpus_dir
+    elif spec.kind == "pretokenized":
+        index, prefix = f"{spec.location}/index.json", spec.location
+    else:
         return None
-    with open(manifest_path) as f:
-        shards = json.load(f)["sources"].get(spec.name, {}).get("splits", {}).get(split, {}).get("shards", [])
-    docs = {f"{corpus_dir}/{s['path']}": s["docs"] for s in shards}
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(index):
+        return None
+    with tf.io.gfile.GFile(index) as f:
+        recorded = json.load(f)
+    if spec.kind == "corpus":
+        recorded = recorded["sources"].get(spec.name, {})
+    shards = recorded.get("splits", {}).get(split, {}).get("shards", [])
+    sizes = {f"{prefix}/{s['path']}": s["bytes"] for s in shards}
     files = pipeline.list_files(spec, split)
     if len(files) >= host.count:
-        return sum(docs.get(f, 0) for f in files[host.index::host.count]) or None
-    return sum(docs.get(f, 0) for f in files) // host.count or None
+        return sum(sizes.get(f, 0) for f in files[host.index::host.count]) or None
+    return sum(sizes.get(f, 0) for f in files) // host.count or None
 
 
 def _fingerprint(config, host, weights, specs, sp, local_batch) -> str:
@@ -221,7 +253,7 @@ def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     dataset = mixed.batch(local_batch, drop_remainder=True).prefetch(2).with_options(pipeline.options(threads))
     return Stream(dataset, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
                   bos=sp.bos_id(), eos=sp.eos_id(),
-                  docs_per_epoch=[_docs_per_epoch(spec, "train", host, corpus_dir) for spec in specs.values()],
+                  bytes_per_epoch=[_bytes_per_epoch(spec, "train", host, corpus_dir) for spec in specs.values()],
                   fingerprint=_fingerprint(config, host, weights, specs, sp, local_batch))
 
 

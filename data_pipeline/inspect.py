@@ -1,0 +1,46 @@
+"""`python -m data_pipeline.inspect --config=experiments/configs/tiny.py --batches=N [--json]`: the mixture table.
+
+Draws N batches of this process's training stream and prints, per source, the target and observed share of
+tokens, documents and tokens drawn, and epochs of the source (Table 1's columns), plus skipped records.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/configs/*.py)")
+_BATCHES = flags.DEFINE_integer("batches", 100, "batches to draw")
+_JSON = flags.DEFINE_bool("json", False, "print the report as JSON")
+_PROCESS_INDEX = flags.DEFINE_integer("process_index", 0, "which host's share to draw")
+_PROCESS_COUNT = flags.DEFINE_integer("process_count", 1, "number of hosts the sources are split across")
+
+
+def format_report(report: dict) -> str:
+    """The report of Stream.report() as a fixed-width table."""
+    lines = [f"{report['batches']} batches, {report['tokens']:,} tokens",
+             f"{'source':14s} {'target':>7s} {'observed':>8s} {'docs':>8s} {'tokens':>12s} {'epochs':>8s}  skipped"]
+    for s in report["sources"]:
+        skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items() if v) or "-"
+        lines.append(f"{s['name']:14s} {s['target']:7.2%} {s['observed']:8.2%} {s['docs']:8,d} {s['tokens']:12,d} "
+                     f"{s['epochs']:8.4f}  {skipped}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import data_pipeline
+
+    stream = data_pipeline.train_stream(_CONFIG.value, process_index=_PROCESS_INDEX.value,
+                                        process_count=_PROCESS_COUNT.value)
+    for _ in range(_BATCHES.value):
+        next(stream)
+    report = stream.report()
+    print(json.dumps(report, indent=1) if _JSON.value else format_report(report))
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main)
