@@ -12,6 +12,7 @@ devices beforehand, so input never stalls the timing. `--config` takes an experi
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
@@ -73,10 +74,10 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
 
     mesh = sharding.make_mesh(config)
     model = train_step.model_config(config)
+    step_fn = train_step.make_train_step(config, mesh)  # first: it checks that the batch splits over the mesh
     stream = SyntheticStream(config)
     batches = [train_step.device_batch(next(stream), config, mesh) for _ in range(DISTINCT_BATCHES)]
     state = train_step.init_state(config, mesh, jax.random.PRNGKey(config.seed))
-    step_fn = train_step.make_train_step(config, mesh)
 
     start = time.perf_counter()
     compiled = step_fn.lower(state, batches[0]).compile()
@@ -177,12 +178,24 @@ H100_SUITE = [
     ("3b_xla", "llama_3b", {**FAST, "model.attention_impl": "xla", "model.remat_policy": "full", "train.global_batch_size": 4}, "run"),
     ("1b_cudnn_remat_none", "llama_1b", {**FAST, "model.remat_policy": "none", "train.global_batch_size": 8}, "run"),
     ("1b_cudnn_batch16", "llama_1b", {**FAST, "train.global_batch_size": 16}, "run"),
+    ("1b_cudnn_batch16_chunked_loss", "llama_1b", {**FAST, "train.global_batch_size": 16, "train.loss_chunk_size": 512}, "run"),
     ("fit_3b_save_linear", "llama_3b", {**FAST, "train.global_batch_size": 4}, "fit"),
     ("fit_7b_full", "llama_7b", {**FAST, "model.remat_policy": "full", "train.global_batch_size": 1}, "fit"),
     ("fit_7b_bf16_weights", "llama_7b", {**FAST, "model.param_dtype": "bfloat16", "model.remat_policy": "full",
                                          "train.global_batch_size": 1}, "fit"),
 ]
 SUITES = {"h100": H100_SUITE}
+# The fast config's per-step losses must match the reference's within one bf16 rounding step (2^-8, relative).
+# Measured on the 2-core CPU box (tiny preset, 10 steps, bf16 + save_linear vs float32): 3.7e-5.
+LOSS_RTOL = 2.0**-8
+
+
+def loss_difference(fast: dict, reference: dict) -> float:
+    """Largest relative difference between two runs' per-step losses (the same batches from the same init)."""
+    a, b = np.asarray(fast["losses"]), np.asarray(reference["losses"])
+    if a.shape != b.shape:
+        raise ValueError(f"runs of {a.size} and {b.size} steps cannot be compared; run both with the same --steps")
+    return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
 def run_suite(entries, steps: int, warmup: int, out: str | None, budget_s: float) -> list[dict]:
@@ -201,6 +214,8 @@ def run_suite(entries, steps: int, warmup: int, out: str | None, budget_s: float
                 result = {"name": name, "error": f"{type(error).__name__}: {str(error)[:500]}"}
         print(json.dumps(result), flush=True)
         results.append(result)
+        jax.clear_caches()  # the next entry compiles afresh; drop this one's executables and buffers
+        gc.collect()
         if out:
             with open(out, "a") as f:
                 f.write(json.dumps(result) + "\n")

@@ -1,17 +1,31 @@
 """The benchmark runs the real training step and reports self-consistent figures (CPU smoke test)."""
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 
 from llama_jax import bench, flops
 from llama_jax.train_step import model_config
 
+SMALL = {"train.global_batch_size": 8, "train.seq_len": 64}
+SUITE = [
+    ("check_fast", "debug", SMALL, "run"),
+    ("debug_fit", "debug", SMALL, "fit"),
+    ("bad_batch", "debug", {"train.global_batch_size": 3}, "run"),
+]
+
 
 @pytest.fixture(scope="module")
-def result():
-    config = bench.preset_config("debug", **{"train.global_batch_size": 8, "train.seq_len": 64})
-    return config, bench.measure(config, steps=2, warmup=1)
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results.jsonl"
+    return out, bench.run_suite(SUITE, steps=2, warmup=1, out=str(out), budget_s=600)
+
+
+@pytest.fixture(scope="module")
+def result(suite):
+    return bench.preset_config("debug", **SMALL), suite[1][0]
 
 
 def test_figures_are_consistent(result):
@@ -45,3 +59,23 @@ def test_overrides_reach_the_config_and_typos_fail():
     assert config.train.seq_len == 2048 and config.data.source == "synthetic"
     with pytest.raises(KeyError, match="global_batch_size"):
         bench.preset_config("llama_1b", **{"train.global_batch": 8})
+
+
+def test_suite_records_every_entry_and_keeps_going_after_an_error(suite):
+    out, results = suite
+    assert [json.loads(line)["name"] for line in out.read_text().splitlines()] == ["check_fast", "debug_fit", "bad_batch"]
+    assert results[1]["planned_memory_gib"] > 0 and results[1]["limit_gib"] is None  # a CPU states no limit
+    assert "not divisible" in results[2]["error"]
+
+
+def test_table_script_prints_the_runs(suite, capsys):
+    out, _ = suite
+    runpy.run_path(str(Path(bench.PRESET_CONFIG).parents[1] / "table.py"), run_name="table")["main"](str(out))
+    table = capsys.readouterr().out
+    assert "| check_fast | debug | xla | save_linear | 8 x 64 |" in table and "bad_batch:" in table
+
+
+def test_loss_difference_is_relative_and_needs_equal_lengths():
+    assert bench.loss_difference({"losses": [2.0, 1.01]}, {"losses": [2.0, 1.0]}) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="same --steps"):
+        bench.loss_difference({"losses": [1.0]}, {"losses": [1.0, 1.0]})
