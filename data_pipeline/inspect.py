@@ -11,11 +11,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/configs/*.py)")
-_BATCHES = flags.DEFINE_integer("batches", 100, "batches to draw")
-_JSON = flags.DEFINE_bool("json", False, "print the report as JSON")
-_PROCESS_INDEX = flags.DEFINE_integer("process_index", 0, "which host's share to draw")
-_PROCESS_COUNT = flags.DEFINE_integer("process_count", 1, "number of hosts the sources are split across")
+FLAGS = flags.FLAGS
+
 
 
 def format_report(report: dict) -> str:
@@ -29,18 +26,28 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def define_flags() -> None:
+    """The command's flags (defined only when run as a command, so that importing it defines none)."""
+    config_flags.DEFINE_config_file("config", None, "experiment config file (experiments/configs/*.py)")
+    flags.DEFINE_integer("batches", 100, "batches to draw")
+    flags.DEFINE_bool("json", False, "print the report as JSON")
+    flags.DEFINE_integer("process_index", 0, "which host's share to draw")
+    flags.DEFINE_integer("process_count", 1, "number of hosts the sources are split across")
+
+
 def main(argv: list[str]) -> None:
     del argv
     import data_pipeline
 
-    stream = data_pipeline.train_stream(_CONFIG.value, process_index=_PROCESS_INDEX.value,
-                                        process_count=_PROCESS_COUNT.value)
-    for _ in range(_BATCHES.value):
+    stream = data_pipeline.train_stream(FLAGS.config, process_index=FLAGS.process_index,
+                                        process_count=FLAGS.process_count)
+    for _ in range(FLAGS.batches):
         next(stream)
     report = stream.report()
-    print(json.dumps(report, indent=1) if _JSON.value else format_report(report))
+    print(json.dumps(report, indent=1) if FLAGS.json else format_report(report))
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flag_as_required("config")
     app.run(main)

@@ -62,7 +62,7 @@ def _host_files(files: list[str], host: Host) -> tuple[list[str], bool]:
     return files, True
 
 
-def _record_reader(spec: SourceSpec, split: str, host: Host, seed: int) -> tuple[Callable, str]:
+def record_reader(spec: SourceSpec, split: str, host: Host, seed: int) -> tuple[Callable, str]:
     """epoch -> one pass over this host's records of `spec`; and their format: jsonl, text, uint16 or int32."""
     if spec.kind == "tfds":
         ds = _tfds_reader(spec, split, host)
@@ -84,12 +84,21 @@ def _record_reader(spec: SourceSpec, split: str, host: Host, seed: int) -> tuple
         records = order.interleave(read, cycle_length=min(len(files), 4))
         return records.shard(host.count, host.index) if split_records else records
     if spec.kind == "pretokenized":
-        with tf.io.gfile.GFile(f"{spec.location}/index.json") as f:
-            return records, json.load(f)["dtype"]
+        return records, pretokenized_index(spec)["dtype"]
     if spec.kind == "tfrecord":
         feature = {"text": tf.io.FixedLenFeature([], tf.string)}
         return lambda epoch: records(epoch).map(lambda r: tf.io.parse_single_example(r, feature)["text"]), "text"
     return records, "jsonl"
+
+
+def pretokenized_index(spec: SourceSpec) -> dict:
+    """The index.json that `python -m data_pipeline.pretokenize` wrote next to a pretokenized source's shards."""
+    path = f"{spec.location}/index.json"
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"source {spec.name!r}: {path} does not exist; write it with "
+                                "`python -m data_pipeline.pretokenize`")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def _tfds_reader(spec: SourceSpec, split: str, host: Host) -> tf.data.Dataset:
@@ -100,8 +109,8 @@ def _tfds_reader(spec: SourceSpec, split: str, host: Host) -> tf.data.Dataset:
     text_key = spec.options.get("text", "text")
     host_split = tfds.even_splits(split_name, n=host.count)[host.index]
     try:
-        ds = tfds.load(spec.location, split=host_split, shuffle_files=False, download=False,
-                       read_config=tfds.ReadConfig(add_tfds_id=False))
+        ds = tfds.load(spec.location, split=host_split, data_dir=spec.options.get("data_dir"), shuffle_files=False,
+                       download=False, read_config=tfds.ReadConfig(add_tfds_id=False))
     except Exception as e:  # noqa: BLE001 - TFDS raises many types; the message must name the source
         raise FileNotFoundError(f"source {spec.name!r}: TFDS dataset {spec.location!r} split {split_name!r} could "
                                 f"not be loaded ({e}); prepare it with `tfds build` and set TFDS_DATA_DIR") from e
@@ -111,7 +120,7 @@ def _tfds_reader(spec: SourceSpec, split: str, host: Host) -> tf.data.Dataset:
     return ds.map(lambda ex: ex[text_key])
 
 
-def _doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchEncoder | None,
+def doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchEncoder | None,
                 ) -> tf.data.Dataset:
     """(record, epoch) -> (flat token ids with BOS/EOS, epoch, COUNTERS, bytes read) per batch of records."""
     n = len(tok.COUNTERS)
@@ -160,13 +169,16 @@ def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, 
     Shuffling is of files (per epoch) and of packed rows (`shuffle_buffer` rows), not of raw documents:
     the shuffle buffer is part of the resume state, and rows stored as uint16 keep it small.
     """
-    records, record_format = _record_reader(spec, split, host, seed)
+    records, record_format = record_reader(spec, split, host, seed)
+    if spec.kind == "pretokenized" and pretokenized_index(spec)["tokenizer_sha256"] != tok.fingerprint(sp):
+        raise ValueError(f"source {spec.name!r}: {spec.location} was tokenized with another tokenizer than "
+                         "config.data.tokenizer; pretokenize it again with this one")
     epochs = tf.data.Dataset.range(2**62 if repeat else 1)
     tagged = epochs.flat_map(lambda e: records(e).map(lambda r: (r, e)))
     encoder = tok.BatchEncoder(sp, record_format, max_doc_chars, threads) if record_format in ("jsonl", "text") \
         else None
     row_dtype = tf.uint16 if sp.vocab_size() <= 1 << 16 else tf.int32
-    rows = _pack(_doc_tokens(tagged, record_format, encoder), row_len, source_index, row_dtype)
+    rows = _pack(doc_tokens(tagged, record_format, encoder), row_len, source_index, row_dtype)
     if shuffle_buffer > 1:  # file order is the same on all hosts (they split it); row order is per host
         rows = rows.shuffle(shuffle_buffer, seed=seed * 1_000_003 + host.index, reshuffle_each_iteration=False)
     return rows

@@ -4,7 +4,7 @@ A source spec (`config.data.sources.<name>`) says how to read a source:
   ""                         the embedded corpus: `<corpus_dir>/<name>/{split}-*.jsonl` (built by `make corpus`)
   "jsonl:<glob>"             JSON lines with a "text" field; `{split}` in the glob becomes train/validation
   "tfrecord:<glob>"          tf.train.Example records with a "text" bytes feature
-  "tfds:<name>[?train=<split>&validation=<split>&text=<feature>]"   a prepared TFDS dataset
+  "tfds:<name>[?train=<split>&validation=<split>&text=<feature>&data_dir=<dir>]"   a prepared TFDS dataset
   "pretokenized:<dir>"       token shards written by `python -m data_pipeline.pretokenize`
 Paths may be local or `gs://` (everything goes through `tf.io.gfile`).
 """
@@ -54,10 +54,12 @@ def parse_spec(name: str, spec: str, corpus_dir: str) -> SourceSpec:
     if kind == "tfds":
         rest, _, query = rest.partition("?")
         options = dict(urllib.parse.parse_qsl(query))
-        unknown = set(options) - {"train", "validation", "text"}
+        unknown = set(options) - {"train", "validation", "text", "data_dir"}
         if unknown:
             raise ValueError(f"data.sources.{name}={spec!r}: unknown TFDS options {sorted(unknown)}; "
-                             "allowed: train, validation, text")
+                             "allowed: train, validation, text, data_dir")
+    if kind == "pretokenized":
+        rest = rest.rstrip("/")
     return SourceSpec(name, kind, rest, options)
 
 
