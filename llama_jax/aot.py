@@ -39,8 +39,11 @@ def topology_devices(topology: str) -> list:
         raise ValueError(f"topology={topology!r}: expected GENERATION:AxB[xC] with GENERATION one of {sorted(HBM_GIB)}")
     from jax.experimental import topologies  # needs libtpu (the `tpu` extra), not a TPU
 
-    # libtpu takes a machine-wide lock meant for real chips; compile-only use may run in several processes.
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    # Compile-only: libtpu's machine-wide lock is for real chips (several compiles may run at once), and there
+    # is no TPU VM metadata server to ask for the host's slice (these keep libtpu from warning that it found none).
+    for name, value in (("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("TPU_SKIP_MDS_QUERY", "1"),
+                        ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_ACCELERATOR_TYPE", "v5p-8")):
+        os.environ.setdefault(name, value)
     extra = {"chip_config_name": "megacore"} if generation == "v4" else {}
     return topologies.get_topology_desc(topology_name=topology, platform="tpu", **extra).devices
 
