@@ -21,6 +21,7 @@ MAY_CHANGE = (
     "mesh.",
     "checkpoint.",
     "train.microbatches",
+    "train.loss_chunk_size",
     "train.log_every",
     "train.eval_every",
     "train.eval_batches",

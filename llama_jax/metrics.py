@@ -90,7 +90,7 @@ def plot_loss_curve(workdir: str) -> str:
     eval_keys = sorted({k for r in records for k in r if k.startswith("eval/")})
     for key in eval_keys:
         points = [(r["tokens_seen"], r[key]) for r in records if key in r]
-        ax.plot(*zip(*points, strict=True), marker="o", label=key.removeprefix("eval/"))
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"held-out {key.split('/')[1]}")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("next-token cross-entropy (nats)")
     ax.grid(alpha=0.3)

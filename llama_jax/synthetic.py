@@ -10,6 +10,7 @@ and every process draws the same global batch and keeps its own rows.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -37,13 +38,18 @@ class SyntheticStream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.stream, self.index])
+        batch = self.batch(self.index)
+        self.index += 1
+        return batch
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        """Batch number `index` of this stream (this process's rows)."""
+        rng = np.random.default_rng([self.seed, self.stream, index])
         start = rng.integers(0, self.vocab_size, size=(self.global_batch, 1))
         stride = rng.integers(1, MAX_STRIDE + 1, size=(self.global_batch, 1))
         tokens = (start + stride * np.arange(self.seq_len + 1)) % self.vocab_size
         rows = slice(self.process_index * self.local_batch, (self.process_index + 1) * self.local_batch)
         tokens = tokens[rows].astype(np.int32)
-        self.index += 1
         shape = (self.local_batch, self.seq_len)
         return {
             "inputs": tokens[:, :-1],
@@ -63,11 +69,23 @@ class SyntheticStream:
         return {"source": "synthetic", "batches": self.index}
 
 
+class SyntheticEvalStream(SyntheticStream):
+    """Held-out synthetic batches: iterating yields the same `train.eval_batches` batches every time."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.batches = config.train.eval_batches
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return (self.batch(i) for i in range(self.batches))
+
+
 def train_stream(config, *, process_index: int = 0, process_count: int = 1) -> SyntheticStream:
     """The synthetic training stream."""
     return SyntheticStream(config, process_index=process_index, process_count=process_count, stream=0)
 
 
-def eval_streams(config, *, process_index: int = 0, process_count: int = 1) -> dict[str, SyntheticStream]:
-    """One held-out synthetic stream (different draws from the training stream)."""
-    return {"synthetic": SyntheticStream(config, process_index=process_index, process_count=process_count, stream=1)}
+def eval_streams(config, *, process_index: int = 0, process_count: int = 1) -> dict[str, SyntheticEvalStream]:
+    """One held-out synthetic stream (other draws than the training stream's)."""
+    where = {"process_index": process_index, "process_count": process_count}
+    return {"synthetic": SyntheticEvalStream(config, **where, stream=1)}

@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -38,8 +38,9 @@ class NonFiniteError(FloatingPointError):
     """The loss or gradient norm of a step was not finite."""
 
 
-def data_streams(config) -> tuple[Iterator, Callable[[], dict[str, Iterator]]]:
-    """(this process's training stream, a function returning fresh held-out streams by source)."""
+def data_streams(config) -> tuple[Iterator, Callable[[], dict[str, Iterable]]]:
+    """(this process's training stream, a function building the held-out streams by source, each of which
+    yields the same `train.eval_batches` batches whenever it is iterated)."""
     if config.data.source == "synthetic":
         from llama_jax import synthetic as source
     elif config.data.source == "mixture":
@@ -50,7 +51,7 @@ def data_streams(config) -> tuple[Iterator, Callable[[], dict[str, Iterator]]]:
     return source.train_stream(config, **where), lambda: source.eval_streams(config, **where)
 
 
-def evaluate(eval_step, params, streams: dict[str, Iterator], config, mesh) -> dict[str, float]:
+def evaluate(eval_step, params, streams: dict[str, Iterable], config, mesh) -> dict[str, float]:
     """Mean held-out loss per source over `train.eval_batches` batches: {'eval/<source>/loss': nats}."""
     results = {}
     for name, stream in streams.items():
@@ -89,7 +90,8 @@ def train(config, workdir: str) -> dict[str, float]:
     last step's metrics."""
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config)
-    stream, eval_streams = data_streams(config)
+    stream, make_eval_streams = data_streams(config)
+    eval_streams = None  # built at the first evaluation
     manager = checkpoint.manager(workdir, config)
     target = ts.abstract_state(config, mesh)
     restored = checkpoint.restore_latest(manager, config, target)
@@ -143,9 +145,11 @@ def train(config, workdir: str) -> dict[str, float]:
             if done % config.train.log_every == 0 or done == config.train.steps:
                 writer.write(done, {**metrics, "tokens_seen": done * tokens_per_step, **throughput.summary()})
                 throughput.reset()
-            checkpoint.save(manager, done, state, config, stream.get_state(), force=done == config.train.steps)
+            if done == config.train.steps or manager.should_save(done):  # get_state() only when it is saved
+                checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
             if done % config.train.eval_every == 0 or done == config.train.steps:
-                evaluation = evaluate(eval_step, state.params, eval_streams(), config, mesh)
+                eval_streams = eval_streams or make_eval_streams()
+                evaluation = evaluate(eval_step, state.params, eval_streams, config, mesh)
                 writer.write(done, {"tokens_seen": done * tokens_per_step, **evaluation})
     progress.close()
     manager.wait_until_finished()
@@ -178,8 +182,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     initialize_distributed()
     logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-    # orbax reports every save step by step at INFO; keep its warnings only.
-    logging.getLogger("absl").addFilter(lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+    # orbax and TensorFlow report every save at INFO: keep INFO from this project only, warnings from all.
+    logging.getLogger("absl").addFilter(
+        lambda r: r.levelno >= logging.WARNING or any(p in r.pathname for p in ("/llama_jax/", "/data_pipeline/"))
+    )
     train(_CONFIG.value, _WORKDIR.value)
 
 
