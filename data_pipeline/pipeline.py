@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -184,12 +185,38 @@ def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, 
     return rows
 
 
-def check_not_empty(spec: SourceSpec, split: str, rows: tf.data.Dataset) -> None:
+def check_not_empty(spec: SourceSpec, split: str, rows: tf.data.Dataset, host: Host) -> None:
     """A clear error, instead of an endless search, when one pass over a source yields no full row."""
-    if not any(True for _ in rows.take(1)):
+    try:
+        empty = not any(True for _ in rows.take(1))
+    except tf.errors.OpError as e:
+        raise read_error(e, [spec], split, host) from e
+    if empty:
         raise ValueError(f"source {spec.name!r} ({spec.kind}:{spec.location}, split {split!r}) yields no "
                          "complete row of tokens in one pass: its files are empty, invalid, or shorter than "
                          "seq_len + 1 tokens; give it weight 0 or fix its files")
+
+
+def read_error(error: tf.errors.OpError, specs: list[SourceSpec], split: str, host: Host) -> RuntimeError:
+    """An error naming the source, and the file if its first record is unreadable, behind a tf.data failure."""
+    for spec in specs:
+        if spec.kind in ("tfds",):
+            continue
+        for path in _host_files(list_files(spec, split), host)[0]:
+            read = tf.data.TFRecordDataset if spec.kind in ("tfrecord", "pretokenized") else tf.data.TextLineDataset
+            try:
+                for _ in read(path, compression_type="GZIP" if path.endswith(".gz") else "").take(1):
+                    pass
+            except tf.errors.OpError as e:
+                return RuntimeError(f"source {spec.name!r}: cannot read file {path}: {_message(e)}; "
+                                    "fix or remove the file")
+    names = ", ".join(f"{s.name!r} ({s.kind}:{s.location})" for s in specs)
+    return RuntimeError(f"reading the {split} split of {names} failed: {_message(error)}")
+
+
+def _message(error: tf.errors.OpError) -> str:
+    """TF's error message without its function-node and op decorations."""
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", error.message)
 
 
 def options(threads: int) -> tf.data.Options:

@@ -22,7 +22,8 @@ FLAGS = flags.FLAGS
 
 
 
-def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64) -> dict:
+def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64,
+                chunk_tokens: int = pipeline.PRETOKENIZED_CHUNK) -> dict:
     """Tokenizes both splits of `source` of `config` into `out_dir`; returns the index it writes."""
     import numpy as np
     import tensorflow as tf
@@ -38,13 +39,13 @@ def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64) -
     encoder_threads = config.data.get("threads", 0) or tok.default_threads()
     tf.io.gfile.makedirs(out_dir)
     index = {"source": source, "tokenizer_sha256": tok.fingerprint(sp), "vocab_size": sp.vocab_size(),
-             "dtype": np.dtype(dtype).name, "chunk_tokens": pipeline.PRETOKENIZED_CHUNK, "splits": {}}
+             "dtype": np.dtype(dtype).name, "chunk_tokens": chunk_tokens, "splits": {}}
     for split in sources.SPLITS:
         records, record_format = pipeline.record_reader(spec, split, pipeline.Host(), seed=0)
         encoder = tok.BatchEncoder(sp, record_format, config.data.get("max_doc_chars", 1 << 20), encoder_threads)
         tagged = records(0).map(lambda r: (r, tf.constant(0, tf.int64)))
         chunks = pipeline.doc_tokens(tagged, record_format, encoder)
-        writer = _ShardWriter(out_dir, split, chunks_per_shard, dtype)
+        writer = _ShardWriter(out_dir, split, chunks_per_shard, chunk_tokens, dtype)
         docs = 0
         for tokens, _, counts, _ in chunks.with_options(pipeline.options(encoder_threads)).as_numpy_iterator():
             writer.add(tokens)
@@ -57,12 +58,13 @@ def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64) -
 
 
 class _ShardWriter:
-    """Cuts a token stream into PRETOKENIZED_CHUNK-token records and `chunks_per_shard` records per file."""
+    """Cuts a token stream into `chunk_tokens`-token records and `chunks_per_shard` records per file."""
 
-    def __init__(self, out_dir: str, split: str, chunks_per_shard: int, dtype):
+    def __init__(self, out_dir: str, split: str, chunks_per_shard: int, chunk_tokens: int, dtype):
         import numpy as np
 
-        self.out_dir, self.split, self.chunks_per_shard, self.dtype = out_dir, split, chunks_per_shard, dtype
+        self.out_dir, self.split, self.dtype = out_dir, split, dtype
+        self.chunks_per_shard, self.chunk_tokens = chunks_per_shard, chunk_tokens
         self.pending = np.zeros([0], dtype)
         self.shards: list[dict] = []
         self.tokens = 0
@@ -72,9 +74,9 @@ class _ShardWriter:
         import numpy as np
 
         self.pending = np.concatenate([self.pending, tokens.astype(self.dtype)])
-        while len(self.pending) >= pipeline.PRETOKENIZED_CHUNK:
-            self._write(self.pending[:pipeline.PRETOKENIZED_CHUNK])
-            self.pending = self.pending[pipeline.PRETOKENIZED_CHUNK:]
+        while len(self.pending) >= self.chunk_tokens:
+            self._write(self.pending[:self.chunk_tokens])
+            self.pending = self.pending[self.chunk_tokens:]
 
     def _write(self, chunk) -> None:
         import tensorflow as tf

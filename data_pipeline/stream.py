@@ -56,7 +56,7 @@ class Stream:
     """Endless training batches from the source mixture, with exact get_state/set_state and a mixture report."""
 
     def __init__(self, dataset, *, names: list[str], weights: list[float], row_len: int, bos: int, eos: int,
-                 bytes_per_epoch: list[int | None], fingerprint: str):
+                 bytes_per_epoch: list[int | None], fingerprint: str, specs: list, host: pipeline.Host):
         import tensorflow as tf
 
         self._tf = tf
@@ -64,6 +64,7 @@ class Stream:
         self._iterator = iter(dataset)
         self.names, self.weights, self.row_len = names, weights, row_len
         self.bos, self.eos, self.bytes_per_epoch, self.fingerprint = bos, eos, bytes_per_epoch, fingerprint
+        self._specs, self._host = specs, host
         n = len(names)
         _LIVE.add(self)
         self._stats = {"rows": [0] * n, "docs": [0] * n, "epoch": [0] * n,
@@ -73,7 +74,10 @@ class Stream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        element = {k: v.numpy() for k, v in next(self._iterator).items()}
+        try:
+            element = {k: v.numpy() for k, v in next(self._iterator).items()}
+        except self._tf.errors.OpError as e:  # a shard that became unreadable mid-run: say which
+            raise pipeline.read_error(e, self._specs, "train", self._host) from e
         rows, source = element["tokens"].astype(np.int32), element["source"]
         s = self._stats
         for i in np.unique(source):
@@ -245,7 +249,7 @@ def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     seed = int(config.seed)
     per_source = []
     for i, spec in enumerate(specs.values()):
-        pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, repeat=False))
+        pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, repeat=False), host)
         per_source.append(rows(spec, "train", i, config.data.shuffle_buffer, seed + 7919 * (i + 1), repeat=True))
     # Each host draws its own sequence of sources: the global batch mixes independent draws.
     mixed = tf.data.Dataset.sample_from_datasets(per_source, weights=list(weights.values()),
@@ -254,7 +258,8 @@ def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     return Stream(dataset, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
                   bos=sp.bos_id(), eos=sp.eos_id(),
                   bytes_per_epoch=[_bytes_per_epoch(spec, "train", host, corpus_dir) for spec in specs.values()],
-                  fingerprint=_fingerprint(config, host, weights, specs, sp, local_batch))
+                  fingerprint=_fingerprint(config, host, weights, specs, sp, local_batch),
+                  specs=list(specs.values()), host=host)
 
 
 def eval_streams(config: ml_collections.ConfigDict, *, process_index: int = 0, process_count: int = 1,
@@ -265,7 +270,7 @@ def eval_streams(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     rows = _rows_fn(config, host, sp, threads)
     streams = {}
     for i, (name, spec) in enumerate(specs.items()):
-        pipeline.check_not_empty(spec, "validation", rows(spec, "validation", i, 0, 0, repeat=False))
+        pipeline.check_not_empty(spec, "validation", rows(spec, "validation", i, 0, 0, repeat=False), host)
         # Repeated so that a small validation split still fills eval_batches batches.
         dataset = rows(spec, "validation", i, 0, 0, repeat=True).map(lambda r: r["tokens"])
         dataset = dataset.batch(local_batch, drop_remainder=True).with_options(pipeline.options(threads))

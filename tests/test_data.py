@@ -1,0 +1,389 @@
+"""Data pipeline properties: the mixture matches the Table 1 weights, packing conserves tokens, a seed fixes
+the stream, a resumed stream continues exactly, hosts read disjoint and complete shares, the tokenizer has
+the paper's settings, and bad input is counted or named instead of hanging.
+
+The corpus here is real text already on disk (docstrings of the Python standard library), written in the
+embedded corpus's layout by the corpus builder's own writer, so that no test needs `make corpus`.
+"""
+
+import ast
+import gzip
+import json
+import os
+import sysconfig
+
+import numpy as np
+import pytest
+
+from data_pipeline import corpus, pipeline, sources
+from data_pipeline import tokenizer as tok
+from data_pipeline.inspect import format_report
+from data_pipeline.sources import SOURCE_NAMES, TABLE1
+from experiments.configs.common import base_config
+
+VOCAB = 1024
+SEQ_LEN = 32
+
+
+def stdlib_paragraphs() -> list[str]:
+    """Paragraphs of the docstrings of the standard library's top-level modules, in file order."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    paragraphs = []
+    for name in sorted(os.listdir(stdlib)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(stdlib, name), encoding="utf-8", errors="replace") as f:
+            try:
+                tree = ast.parse(f.read())
+            except SyntaxError:
+                continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and (doc := ast.get_docstring(node)):
+                paragraphs.extend(p.strip() for p in doc.split("\n\n") if len(p.strip()) > 40)
+    return list(dict.fromkeys(paragraphs))  # some docstrings are repeated across modules
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> str:
+    """The seven sources (each a different slice of the stdlib's docstrings) and a tokenizer trained on them."""
+    out = str(tmp_path_factory.mktemp("corpus"))
+    paragraphs = stdlib_paragraphs()
+    manifest = {"version": corpus.VERSION, "sources": {}}
+    for k, name in enumerate(SOURCE_NAMES):
+        docs = [(f"{name}/{i}", text) for i, text in enumerate(paragraphs[k::len(SOURCE_NAMES)][:700])]
+        manifest["sources"][name] = corpus.write_source(name, docs, out)
+    corpus.tokenizer_sample(out, manifest, f"{out}/sample.txt", 1 << 20)
+    corpus.train_tokenizer(f"{out}/sample.txt", f"{out}/tokenizer", VOCAB, threads=2)
+    with open(f"{out}/manifest.json", "w") as f:
+        json.dump(manifest, f)
+    return out
+
+
+def make_config(corpus_dir: str, **data):
+    c = base_config("tiny")
+    c.model.vocab_size = VOCAB
+    c.train.seq_len = SEQ_LEN
+    c.train.global_batch_size = 8
+    c.train.eval_batches = 2
+    c.data.corpus_dir = corpus_dir
+    c.data.shuffle_buffer = 64
+    c.data.threads = 1
+    for key, value in data.items():
+        c.data[key] = value
+    return c
+
+
+def only(name: str) -> dict[str, float]:
+    return {k: float(k == name) for k in SOURCE_NAMES}
+
+
+@pytest.fixture(scope="module")
+def sp(corpus_dir):
+    return tok.load(f"{corpus_dir}/tokenizer.model", VOCAB)
+
+
+def take(stream, n: int) -> list[dict[str, np.ndarray]]:
+    return [next(stream) for _ in range(n)]
+
+
+def assert_same_batches(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def test_table1_weights_sum_to_one_and_are_the_config_default():
+    assert sum(w for w, _ in TABLE1.values()) == pytest.approx(1.0)
+    assert dict(base_config("tiny").data.weights) == {k: w for k, (w, _) in TABLE1.items()}
+
+
+def test_weights_not_summing_to_one_are_an_error_unless_normalized():
+    table = {k: w for k, (w, _) in TABLE1.items()}
+    with pytest.raises(ValueError, match=r"sum to 0\.9550.*normalize_weights"):
+        sources.mixture_weights({**table, "github": 0.0}, {})
+    normalized = sources.mixture_weights({**table, "github": 0.0}, {}, normalize=True)
+    assert "github" not in normalized and sum(normalized.values()) == pytest.approx(1.0)
+    assert normalized["c4"] == pytest.approx(0.15 / 0.955)
+
+
+def test_a_weight_for_an_unknown_source_names_it():
+    with pytest.raises(ValueError, match="unknown source 'reddit'"):
+        sources.mixture_weights({"commoncrawl": 0.5, "reddit": 0.5}, {})
+    assert sources.mixture_weights({"commoncrawl": 0.5, "reddit": 0.5}, {"reddit": "jsonl:/r/*.jsonl"})
+    with pytest.raises(ValueError, match="data.sources.c4='parquet:x'"):
+        sources.parse_spec("c4", "parquet:x", "")
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+def test_tokenizer_has_the_paper_ids_and_round_trips_real_text(sp, corpus_dir):
+    assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, 1, 2, -1)
+    assert sp.id_to_piece(3) == "<0x00>" and sp.id_to_piece(13) == "<0x0A>"  # byte pieces at 3..258, as Meta's
+    with open(f"{corpus_dir}/github/validation-00000-of-00002.jsonl", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    texts.append("Ünïcödé — ελληνικά, 日本語 and\ttabs,\n    indented code\n")
+    for text in texts:
+        assert sp.decode(sp.encode(text)) == text
+
+
+def test_tokenizer_splits_digits_and_falls_back_to_bytes(sp):
+    pieces = [p for p in sp.encode("in 2023 and 1.4T", out_type=str) if p.strip("▁")]
+    digits = [p for p in pieces if any(ch.isdigit() for ch in p)]
+    assert digits and all(len(p.strip("▁")) == 1 for p in digits)
+    emoji = sp.encode("🦙", out_type=str)
+    assert [p for p in emoji if p.startswith("<0x")] == ["<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
+    assert sp.decode(sp.encode("🦙")) == "🦙"  # no <unk>: unknown characters become bytes
+    assert 0 not in sp.encode("🦙 龘")
+
+
+def test_a_tokenizer_of_another_size_is_a_clear_error(corpus_dir):
+    with pytest.raises(ValueError, match=f"{VOCAB} pieces but config.model.vocab_size=8192"):
+        tok.load(f"{corpus_dir}/tokenizer.model", 8192)
+
+
+# ---------------------------------------------------------------------------------------------- packing
+def test_packed_batch_shifts_targets_and_marks_documents():
+    bos, eos = 1, 2
+    rows = np.array([[7, 8, 2, 1, 5, 6, 2, 1, 9]])  # the tail of a document, one whole, the start of a third
+    batch = __import__("data_pipeline").packed_batch(rows, bos, eos)
+    np.testing.assert_array_equal(batch["inputs"], [[7, 8, 2, 1, 5, 6, 2, 1]])
+    np.testing.assert_array_equal(batch["targets"], [[8, 2, 1, 5, 6, 2, 1, 9]])
+    np.testing.assert_array_equal(batch["segment_ids"], [[1, 1, 1, 2, 2, 2, 2, 3]])
+    np.testing.assert_array_equal(batch["positions"], [[0, 1, 2, 0, 1, 2, 3, 0]])
+    np.testing.assert_array_equal(batch["loss_mask"], [[1, 1, 0, 1, 1, 1, 0, 1]])  # EOS -> next BOS not trained
+    assert {k: v.dtype for k, v in batch.items()} == {"inputs": np.int32, "targets": np.int32, "segment_ids":
+                                                      np.int32, "positions": np.int32, "loss_mask": np.float32}
+
+
+def one_pass(spec, sp, split="train", seed=0, row_len=SEQ_LEN + 1):
+    rows = pipeline.source_rows(spec, split, 0, host=pipeline.Host(), row_len=row_len, sp=sp, max_doc_chars=1 << 20,
+                                threads=1, shuffle_buffer=0, seed=seed, repeat=False)
+    return np.stack([r["tokens"] for r in rows.with_options(pipeline.options(1)).as_numpy_iterator()])
+
+
+def test_packing_conserves_every_token_in_order(corpus_dir, sp):
+    spec = sources.parse_spec("wikipedia", "", corpus_dir)
+    records, record_format = pipeline.record_reader(spec, "train", pipeline.Host(), seed=0)
+    texts = [r.numpy() for r in records(0)]
+    expected = tok.BatchEncoder(sp, record_format, 1 << 20, 1)(np.array(texts, dtype=object))[0]
+    rows = one_pass(spec, sp)
+    assert rows.dtype == np.uint16  # the vocabulary fits: shuffle buffers and resume state stay small
+    assert 0 <= len(expected) - rows.size < SEQ_LEN + 1  # only the last, unfilled row is left
+    np.testing.assert_array_equal(rows.ravel(), expected[:rows.size])
+    assert (rows == sp.bos_id()).sum() == (expected[:rows.size] == sp.bos_id()).sum()
+
+
+# ---------------------------------------------------------------------------------------------- the stream
+@pytest.fixture(scope="module")
+def drawn(corpus_dir):
+    """A stream of the whole mixture after 40 batches of 64 rows, and its report."""
+    import data_pipeline
+
+    c = make_config(corpus_dir)
+    c.train.global_batch_size = 64
+    stream = data_pipeline.train_stream(c)
+    batches = take(stream, 40)
+    return stream, batches, stream.report()
+
+
+def test_observed_token_proportions_match_the_weights(drawn):
+    _, batches, report = drawn
+    rows = sum(b["inputs"].shape[0] for b in batches)
+    assert report["tokens"] == rows * (SEQ_LEN + 1)
+    assert sum(s["tokens"] for s in report["sources"]) == report["tokens"]
+    for s in report["sources"]:
+        sigma = np.sqrt(s["target"] * (1 - s["target"]) / rows)
+        assert abs(s["observed"] - s["target"]) < 4 * sigma, s
+        assert s["docs"] > 0 and s["epochs"] > 0
+
+
+def test_batches_have_the_interface_shapes_and_documents_start_with_bos(drawn, sp):
+    _, batches, _ = drawn
+    for b in batches[:5]:
+        assert {k: v.shape for k, v in b.items()} == {k: (64, SEQ_LEN) for k in
+                                                      ("inputs", "targets", "segment_ids", "positions", "loss_mask")}
+        np.testing.assert_array_equal(b["inputs"][:, 1:], b["targets"][:, :-1])
+        starts = b["positions"] == 0
+        assert (b["inputs"][starts & (np.arange(SEQ_LEN) > 0)] == sp.bos_id()).all()
+        assert b["inputs"].max() < VOCAB and b["inputs"].min() >= 0
+
+
+def test_the_report_prints_as_the_mixture_table(drawn):
+    _, _, report = drawn
+    table = format_report(report)
+    assert all(name in table for name in SOURCE_NAMES) and "observed" in table
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_the_same_seed_gives_the_same_stream_and_another_seed_another(corpus_dir):
+    import data_pipeline
+
+    a = take(data_pipeline.train_stream(make_config(corpus_dir)), 3)
+    assert_same_batches(a, take(data_pipeline.train_stream(make_config(corpus_dir)), 3))
+    c = make_config(corpus_dir)
+    c.seed = 1
+    b = take(data_pipeline.train_stream(c), 3)
+    assert not all(np.array_equal(x["inputs"], y["inputs"]) for x, y in zip(a, b, strict=True))
+
+
+def test_a_resumed_stream_continues_exactly_with_its_statistics(corpus_dir):
+    import data_pipeline
+
+    stream = data_pipeline.train_stream(make_config(corpus_dir))
+    take(stream, 5)
+    state = stream.get_state()
+    expected, expected_report = take(stream, 4), stream.report()
+    resumed = data_pipeline.train_stream(make_config(corpus_dir))
+    resumed.set_state(state)
+    assert_same_batches(take(resumed, 4), expected)
+    assert resumed.report() == expected_report
+    other = make_config(corpus_dir)
+    other.train.seq_len = 16
+    with pytest.raises(ValueError, match="another data configuration"):
+        data_pipeline.train_stream(other).set_state(state)
+
+
+def test_hosts_read_disjoint_shares_that_cover_each_source(corpus_dir):
+    for split in ("train", "validation"):  # train: 2+ files, split by file; validation: split by record too
+        spec = sources.parse_spec("c4", "", corpus_dir)
+        everything = [r.numpy() for r in pipeline.record_reader(spec, split, pipeline.Host(), 0)[0](0)]
+        shares = [[r.numpy() for r in pipeline.record_reader(spec, split, pipeline.Host(i, 3), 0)[0](0)]
+                  for i in range(3)]
+        assert all(shares) and sum(len(s) for s in shares) == len(everything)
+        assert set().union(*map(set, shares)) == set(everything)
+
+
+def test_each_process_gets_its_share_of_the_global_batch(corpus_dir):
+    import data_pipeline
+
+    batch = next(data_pipeline.train_stream(make_config(corpus_dir), process_index=1, process_count=2))
+    assert batch["inputs"].shape == (4, SEQ_LEN)
+    with pytest.raises(ValueError, match="process_index=2 is outside"):
+        data_pipeline.train_stream(make_config(corpus_dir), process_index=2, process_count=2)
+
+
+def test_eval_streams_give_the_same_held_out_batches_every_time(corpus_dir):
+    import data_pipeline
+
+    streams = data_pipeline.eval_streams(make_config(corpus_dir))
+    assert sorted(streams) == sorted(SOURCE_NAMES)
+    first = list(streams["books"])
+    assert len(first) == 2 and first[0]["inputs"].shape == (8, SEQ_LEN)
+    assert_same_batches(list(streams["books"]), first)
+    assert_same_batches([next(streams["books"]) for _ in range(4)], first + first)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+def test_tfrecord_gzipped_jsonl_and_pretokenized_sources_give_the_rows_of_the_text(corpus_dir, sp, tmp_path):
+    import tensorflow as tf
+
+    from data_pipeline.pretokenize import pretokenize
+
+    spec = sources.parse_spec("arxiv", "", corpus_dir)
+    reference = one_pass(spec, sp)
+    files = pipeline.list_files(spec, "train")
+    os.makedirs(tmp_path / "gz")
+    for path in files:
+        with open(path, "rb") as f, gzip.open(tmp_path / "gz" / (os.path.basename(path) + ".gz"), "wb") as g:
+            g.write(f.read())
+        with tf.io.TFRecordWriter(str(tmp_path / (os.path.basename(path) + ".tfrecord"))) as w:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    text = json.loads(line)["text"].encode()
+                    w.write(tf.train.Example(features=tf.train.Features(feature={
+                        "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text]))})).SerializeToString())
+    for spec_string in (f"jsonl:{tmp_path}/gz/{{split}}-*.jsonl.gz", f"tfrecord:{tmp_path}/{{split}}-*.tfrecord"):
+        np.testing.assert_array_equal(one_pass(sources.parse_spec("arxiv", spec_string, ""), sp), reference)
+
+    whole = pretokenize(make_config(corpus_dir), "arxiv", str(tmp_path / "one"), chunks_per_shard=1 << 20)
+    assert whole["splits"]["train"]["tokens"] - reference.size < SEQ_LEN + 1
+    np.testing.assert_array_equal(one_pass(sources.parse_spec("arxiv", f"pretokenized:{tmp_path}/one/", ""), sp),
+                                  reference)  # one shard: the same rows in the same order
+    shards = pretokenize(make_config(corpus_dir), "arxiv", str(tmp_path / "many"), chunks_per_shard=2,
+                         chunk_tokens=4096)
+    assert len(shards["splits"]["train"]["shards"]) > 1
+    many = one_pass(sources.parse_spec("arxiv", f"pretokenized:{tmp_path}/many", ""), sp)
+    assert 0 <= shards["splits"]["train"]["tokens"] - many.size < SEQ_LEN + 1
+
+
+def test_a_tfds_dataset_is_read_by_name_and_split_across_hosts(corpus_dir, sp, tmp_path):
+    import tensorflow_datasets as tfds
+
+    paragraphs = stdlib_paragraphs()[:300]
+
+    class StdlibDocstrings(tfds.core.GeneratorBasedBuilder):
+        """Docstring paragraphs of the Python standard library: a local TFDS dataset for the adapter."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"content": tfds.features.Text()}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(paragraphs[30:]),
+                    "validation": self._generate_examples(paragraphs[:30])}
+
+        def _generate_examples(self, texts):
+            for i, text in enumerate(texts):
+                yield i, {"content": text}
+
+    StdlibDocstrings(data_dir=str(tmp_path)).download_and_prepare()
+    spec = sources.parse_spec("wikipedia", f"tfds:stdlib_docstrings?text=content&data_dir={tmp_path}", "")
+    shares = [[r.numpy().decode() for r in pipeline.record_reader(spec, "train", pipeline.Host(i, 2), 0)[0](0)]
+              for i in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(paragraphs[30:]) and not set(shares[0]) & set(shares[1])
+    assert one_pass(spec, sp, "validation").size > 0
+    with pytest.raises(FileNotFoundError, match="'wikipedia': TFDS dataset 'no_such_dataset'"):
+        pipeline.record_reader(sources.parse_spec("wikipedia", "tfds:no_such_dataset", ""), "train",
+                               pipeline.Host(), 0)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_bad_records_are_skipped_and_counted_never_hung_on(corpus_dir, tmp_path):
+    import data_pipeline
+
+    paragraphs = stdlib_paragraphs()
+    one_line = " ".join(p.replace("\n", " ") for p in paragraphs)
+    while len(one_line) < 2_500_000:  # a single 2.5 MB line of real text
+        one_line += " " + one_line
+    one_line = one_line[:2_500_000]
+    good = [json.dumps({"text": p}) + "\n" for p in paragraphs[:200]]
+    bad = [b"\xff\xfe not utf-8\n", b"{not json\n", b'{"text": 5}\n', b'{"text": "   "}\n', b'{"title": "x"}\n',
+           (json.dumps({"text": one_line}) + "\n").encode()]
+    for split in ("train", "validation"):
+        with open(tmp_path / f"{split}-0.jsonl", "wb") as f:
+            f.writelines([g.encode() for g in good[:100]] + bad + [g.encode() for g in good[100:]])
+    c = make_config(corpus_dir, weights=only("books"), sources={"books": f"jsonl:{tmp_path}/{{split}}-*.jsonl"})
+    c.train.global_batch_size = 256
+    stream = data_pipeline.train_stream(c)
+    for _ in range(120):  # past one epoch of the file
+        next(stream)
+    (books,) = [s for s in stream.report()["sources"] if s["name"] == "books"]
+    passes = books["skipped"]["empty"]  # counted each time the file is read
+    assert passes >= 1 and books["epochs"] >= 1
+    assert books["skipped"] == {"invalid_utf8": passes, "malformed": 3 * passes, "empty": passes,
+                                "split_long": passes}
+    texts, counts = tok.BatchEncoder(tok.load(f"{corpus_dir}/tokenizer.model"), "jsonl", 1 << 20, 1).texts(
+        np.array([*map(str.encode, good), *bad], dtype=object))
+    assert counts.tolist() == [201, 1, 3, 1, 1]  # COUNTERS: documents kept, then each kind of skip
+    assert "".join(texts[-3:]) == one_line and max(map(len, texts)) == 1 << 20  # cut into pieces, none lost
+
+
+def test_missing_files_and_empty_sources_are_errors_that_name_them(corpus_dir, tmp_path):
+    import data_pipeline
+
+    c = make_config(corpus_dir, sources={"github": f"jsonl:{tmp_path}/nowhere/{{split}}-*.jsonl"})
+    with pytest.raises(FileNotFoundError, match=r"'github': no train files match '.*nowhere/train-\*\.jsonl'"):
+        data_pipeline.train_stream(c)
+    (tmp_path / "train-0.jsonl").write_text('{"text": ""}\n{"text": "  "}\n')
+    c = make_config(corpus_dir, sources={"github": f"jsonl:{tmp_path}/{{split}}-*.jsonl"})
+    with pytest.raises(ValueError, match="source 'github' .* yields no complete row"):
+        data_pipeline.train_stream(c)
+    (tmp_path / "train-0.jsonl").unlink()
+    (tmp_path / "train-0.jsonl.gz").write_bytes(b"not gzip at all")
+    c = make_config(corpus_dir, sources={"github": f"jsonl:{tmp_path}/{{split}}-*.jsonl.gz"})
+    with pytest.raises(RuntimeError, match=r"source 'github': cannot read file .*train-0\.jsonl\.gz: inflate.*incorrect header"):
+        data_pipeline.train_stream(c)
