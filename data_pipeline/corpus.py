@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 
 from data_pipeline.sources import SOURCE_NAMES, TABLE1
 
-VERSION = 2  # bump when the extraction changes; a manifest of another version is rebuilt
+VERSION = 3  # bump when the extraction changes; a manifest of another version is rebuilt
 DEFAULT_DIR = ".cache/corpus"
 DEBIAN = ("apache2-doc", "python3.11-doc", "postgresql-doc-15", "sqlite3-doc", "debian-reference-en", "cfi-en",
           "bible-kjv", "bible-kjv-text", "texlive-science-doc", "texlive-publishers-doc", "perl-doc", "debian-faq")
@@ -126,11 +126,16 @@ class _TextExtractor(html.parser.HTMLParser):
             self.parts.append("\n")
 
     def handle_data(self, data):
-        if not self.skip:
-            self.parts.append(data if self.pre else re.sub(r"\s+", " ", data))
+        if self.skip:
+            return
+        if not self.pre:  # flowing text: whitespace collapses, and a line does not start with a space
+            data = re.sub(r"\s+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"):
+                data = data.lstrip()
+        self.parts.append(data)
 
     def text(self) -> str:
-        lines = (line.strip() if not self.pre else line.rstrip() for line in "".join(self.parts).split("\n"))
+        lines = (line.rstrip() for line in "".join(self.parts).split("\n"))
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
