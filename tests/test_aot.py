@@ -38,3 +38,13 @@ def test_projection_follows_the_flops_formula(report):
 def test_unknown_topology_is_a_clear_error():
     with pytest.raises(ValueError, match="GENERATION:AxB"):
         aot.topology_devices("v9x:2x2")
+
+
+@pytest.mark.parametrize("topology,kind,chips", [("v4:2x2x1", "TPU v4", 4), ("v5p:2x2x1", "TPU v5", 4),
+                                                 ("v5e:2x2", "TPU v5 lite", 4), ("v6e:2x2", "TPU v6 lite", 4)])
+def test_each_generation_has_one_device_per_chip_and_a_known_peak(topology, kind, chips):
+    from llama_jax import flops
+
+    devices = aot.topology_devices(topology)
+    assert len(devices) == chips and devices[0].device_kind == kind  # v4 as megacore, as JAX runs it
+    assert flops.peak_flops(kind) is not None
