@@ -62,7 +62,11 @@ def make_mesh(config, devices=None) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     ici, dcn = mesh_shape(config, len(devices))
     if math.prod(dcn) > 1:
-        grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, allow_split_physical_axes=True)
+        # TPU devices know their slice; elsewhere (GPU clusters, CPU processes) each process is one granule.
+        by_process = not hasattr(devices[0], "slice_index")
+        grid = mesh_utils.create_hybrid_device_mesh(
+            ici, dcn, devices, process_is_granule=by_process, allow_split_physical_axes=True
+        )
     else:
         grid = mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))

@@ -90,11 +90,11 @@ def train(config, workdir: str) -> dict[str, float]:
     last step's metrics."""
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config)
-    stream, make_eval_streams = data_streams(config)
-    eval_streams = None  # built at the first evaluation
     manager = checkpoint.manager(workdir, config)
     target = ts.abstract_state(config, mesh)
-    restored = checkpoint.restore_latest(manager, config, target)
+    restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
+    stream, make_eval_streams = data_streams(config)
+    eval_streams = None  # built at the first evaluation
     if restored is None:
         state = ts.init_state(config, mesh, jax.random.PRNGKey(config.seed))
     else:

@@ -22,12 +22,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 16
 
 
-def config(**train_overrides):
+# The stream that resumes: synthetic tokens always; the real mixture (TensorFlow) in the slow tier, once
+# `make corpus` has built the embedded corpus.
+SOURCES = [
+    "synthetic",
+    pytest.param(
+        "mixture",
+        marks=[
+            pytest.mark.slow,
+            pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, ".cache", "corpus")), reason="run `make corpus`"),
+        ],
+    ),
+]
+OVERRIDES = {"synthetic": (), "mixture": ("--config.data.source=mixture", "--config.model.vocab_size=8192")}
+
+
+def config(source: str = "synthetic"):
     c = debug.get_config().unlock()
     c.train.steps = STEPS
     c.train.eval_every = 1000  # evaluate only at the end
-    for key, value in train_overrides.items():
-        c.train[key] = value
+    if source == "mixture":
+        c.data.source = "mixture"
+        c.model.vocab_size = 8192  # the embedded corpus's tokenizer
     return c.lock()
 
 
@@ -52,23 +68,28 @@ def wait_for_step(workdir: str, process: subprocess.Popen, step: int, timeout: f
     raise AssertionError(f"run did not reach step {step}: {process.poll()=} {process.stderr.read()[-2000:]}")
 
 
+@pytest.fixture(scope="module", params=SOURCES)
+def source(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> str:
+def uninterrupted(source, tmp_path_factory) -> str:
     """The workdir of a run of STEPS steps that nothing interrupted (checkpoints every 5 steps)."""
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    train(config(), workdir)
+    train(config(source), workdir)
     return workdir
 
 
-def test_run_killed_at_any_step_resumes_bit_for_bit(uninterrupted, tmp_path):
+def test_run_killed_at_any_step_resumes_bit_for_bit(source, uninterrupted, tmp_path):
     workdir = str(tmp_path)
-    process = launch(workdir)
+    process = launch(workdir, *OVERRIDES[source])
     wait_for_step(workdir, process, 7)  # past the step-5 checkpoint, within the next interval
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     killed_at = max(losses_by_step(workdir))
     assert killed_at < STEPS, "the run finished before it could be killed"
-    train(config(), workdir)  # the same command again: resumes from the latest checkpoint
+    train(config(source), workdir)  # the same command again: resumes from the latest checkpoint
     expected, resumed = losses_by_step(uninterrupted), losses_by_step(workdir)
     assert sorted(resumed) == sorted(expected)
     assert [resumed[s] for s in sorted(resumed)] == [expected[s] for s in sorted(expected)]  # exact equality
@@ -91,9 +112,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert saved == max(losses_by_step(workdir))
 
 
-def test_restore_onto_smaller_meshes(uninterrupted):
+def test_restore_onto_smaller_meshes(source, uninterrupted):
     """Saved from 8 devices (fsdp=8); restored onto 4 devices and onto 1, with the same values."""
-    c = config()
+    c = config(source)
     restored = {}
     for n in (4, 1):
         mesh = sharding.make_mesh(c, jax.devices()[:n])
@@ -106,8 +127,8 @@ def test_restore_onto_smaller_meshes(uninterrupted):
     jax.tree.map(np.testing.assert_array_equal, restored[4], restored[1])
 
 
-def test_a_different_run_never_overwrites_the_checkpoint(uninterrupted):
-    c = config().unlock()
+def test_a_different_run_never_overwrites_the_checkpoint(source, uninterrupted):
+    c = config(source).unlock()
     c.optimizer.peak_lr = 1e-2
     before = sorted(os.listdir(os.path.join(uninterrupted, "checkpoints")))
     with pytest.raises(ValueError, match=r"different run.*optimizer.peak_lr: 0.003 in the checkpoint, 0.01 now"):

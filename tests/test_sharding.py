@@ -117,3 +117,11 @@ def test_logical_name_without_rule_is_an_error():
     config.mesh.rules = tuple(rule for rule in config.mesh.rules if rule[0] != "mlp")
     with pytest.raises(ValueError, match=r"\['mlp'\] have no rule"):
         ts.abstract_state(config, sharding.make_mesh(config))
+
+
+def test_multi_slice_mesh_splits_data_parallelism_across_slices():
+    """dcn_data=2 over 8 devices: two slices of 4; -1 fills each slice; the hybrid mesh keeps the axis names."""
+    config = debug_config(data=1, fsdp=-1, dcn_data=2)
+    assert sharding.mesh_shape(config, 8) == ((1, 4, 1, 1), (2, 1, 1, 1))
+    with pytest.raises(ValueError, match="dcn_data \\* mesh.dcn_fsdp = 3 does not divide the 8 devices"):
+        sharding.mesh_shape(debug_config(dcn_data=3), 8)
