@@ -10,6 +10,7 @@ import ast
 import gzip
 import json
 import os
+import shutil
 import sysconfig
 
 import numpy as np
@@ -387,3 +388,25 @@ def test_missing_files_and_empty_sources_are_errors_that_name_them(corpus_dir, t
     c = make_config(corpus_dir, sources={"github": f"jsonl:{tmp_path}/{{split}}-*.jsonl.gz"})
     with pytest.raises(RuntimeError, match=r"source 'github': cannot read file .*train-0\.jsonl\.gz: inflate.*incorrect header"):
         data_pipeline.train_stream(c)
+
+
+# ---------------------------------------------------------------------------------------------- the trainer
+def test_the_trainer_trains_on_the_mixture_and_a_resumed_run_sees_the_same_batches(corpus_dir, tmp_path):
+    from llama_jax.train import train
+
+    def config(steps):
+        c = base_config("debug")
+        c.model.vocab_size = VOCAB
+        c.train.steps, c.train.seq_len, c.train.global_batch_size = steps, SEQ_LEN, 8
+        c.train.log_every, c.train.eval_every, c.train.eval_batches = 1, 3, 1
+        c.optimizer.warmup_steps = 1
+        c.checkpoint.every_steps = 3
+        c.data.corpus_dir, c.data.shuffle_buffer, c.data.threads = corpus_dir, 16, 1
+        return c.lock()
+
+    straight = train(config(5), str(tmp_path / "straight"))  # checkpoints at steps 3 and 5
+    assert np.isfinite(straight["loss"]) and straight["loss"] < np.log(VOCAB) + 1
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "5")
+    resumed = train(config(5), str(tmp_path / "resumed"))  # restores step 3 and the stream state saved with it
+    assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-6)
