@@ -43,16 +43,25 @@ class Throughput:
 
 
 class MetricsWriter:
-    """Writes one record per logged step to metrics.jsonl and TensorBoard (process 0 only)."""
+    """Writes one record per logged step to metrics.jsonl and TensorBoard (process 0 only).
 
-    def __init__(self, workdir: str, enabled: bool):
+    A run resumed at `start_step` first drops what an interrupted run logged after that step, so both
+    files show each step once, as the resumed run computes it again.
+    """
+
+    def __init__(self, workdir: str, enabled: bool, start_step: int = 0):
         self.enabled = enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         if enabled:
             from tensorboardX import SummaryWriter  # heavy import, and only process 0 needs it
 
             os.makedirs(workdir, exist_ok=True)
-            self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            if os.path.exists(self.path):
+                kept = [r for r in read_metrics(workdir) if r["step"] <= start_step]
+                with open(self.path, "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in kept)
+            purge = start_step + 1 if start_step else None
+            self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
     def write(self, step: int, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -108,7 +108,7 @@ def train(config, workdir: str) -> dict[str, float]:
     eval_step = ts.make_eval_step(config, mesh)
     logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
-    writer = MetricsWriter(workdir, enabled=is_main)
+    writer = MetricsWriter(workdir, enabled=is_main, start_step=start)
     throughput = Throughput(config)
     tokens_per_step = config.train.global_batch_size * config.train.seq_len
     progress = _progress_bar(start, config.train.steps, enabled=is_main)

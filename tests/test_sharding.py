@@ -106,6 +106,13 @@ def test_batch_not_divisible_by_data_parallel_size_is_an_error():
         ts.make_train_step(config, sharding.make_mesh(config))
 
 
+def test_sequence_not_divisible_by_the_sequence_axis_is_an_error():
+    config = debug_config(data=1, fsdp=2, sequence=4)
+    config.train.seq_len = 18
+    with pytest.raises(ValueError, match="seq_len=18 is not divisible by the 4 shards of mesh axes sequence"):
+        ts.abstract_batch(config, sharding.make_mesh(config))
+
+
 def test_dimension_not_divisible_by_its_axis_is_an_error():
     config = debug_config(data=1, fsdp=1, tensor=8)  # debug has 4 heads
     with pytest.raises(ValueError, match=r"\['layers'\]\['attention'\]\['wk'\].*dimension 2 \(size 4\).*tensor"):
