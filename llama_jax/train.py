@@ -63,21 +63,34 @@ def evaluate(eval_step, params, streams: dict[str, Iterable], config, mesh) -> d
     return results
 
 
-def dump_non_finite(workdir: str, step: int, batch: dict[str, np.ndarray], metrics: dict[str, float]) -> str:
-    """Write the offending batch and metrics to WORKDIR/debug/step_<step>_process_<i>.{npz,json}."""
+def check_finite(metrics: dict[str, float], step: int, batch: dict[str, np.ndarray], workdir: str, manager) -> None:
+    """Raise NonFiniteError when step `step` gave a non-finite loss or gradient norm, after writing its batch
+    and metrics to WORKDIR/debug/step_<step>_process_<i>.{npz,json}; that state is never checkpointed."""
+    if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+        return
+    manager.wait_until_finished()  # the last good checkpoint completes; nothing newer is written
     directory = os.path.join(workdir, "debug")
     os.makedirs(directory, exist_ok=True)
     stem = os.path.join(directory, f"step_{step}_process_{jax.process_index()}")
     np.savez(stem + ".npz", **batch)
     with open(stem + ".json", "w") as f:
         json.dump(metrics, f)
-    return stem
+    raise NonFiniteError(
+        f"step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not finite; batch and metrics "
+        f"written to {stem}.*; the latest checkpoint (step {manager.latest_step()}) is intact and the same "
+        "command resumes from it; inspect that batch, or start a new workdir with a lower optimizer.peak_lr"
+    )
 
 
 @contextlib.contextmanager
 def sigterm_flag():
-    """Yields a one-element list that becomes [True] when SIGTERM arrives (TPU preemption)."""
+    """Yields a one-element list that becomes [True] when SIGTERM arrives (TPU preemption). Multi-host jobs
+    leave SIGTERM to JAX's coordination service, which makes every process reach the same preemption step
+    (`CheckpointManager.reached_preemption`)."""
     received = [False]
+    if jax.process_count() > 1:
+        yield received
+        return
     previous = signal.signal(signal.SIGTERM, lambda *_: received.__setitem__(0, True))
     try:
         yield received
@@ -116,8 +129,9 @@ def train(config, workdir: str) -> dict[str, float]:
     with sigterm_flag() as preempted:
         for step in range(start, config.train.steps):
             if preempted[0] or manager.reached_preemption(step):
-                checkpoint.save(manager, step, state, config, stream.get_state(), force=True)
-                logging.info("preempted: saved step %d, exiting", step)
+                if manager.latest_step() != step:
+                    checkpoint.save(manager, step, state, config, stream.get_state(), force=True)
+                logging.info("preempted: checkpoint of step %d saved, exiting", step)
                 break
             if step == config.train.profile_step:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
@@ -131,15 +145,8 @@ def train(config, workdir: str) -> dict[str, float]:
             throughput.add(time.perf_counter() - tick, data_wait)
             if step == config.train.profile_step:
                 jax.profiler.stop_trace()
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-                manager.wait_until_finished()  # the last good checkpoint completes; nothing newer is written
-                stem = dump_non_finite(workdir, step + 1, batch, metrics)
-                raise NonFiniteError(
-                    f"step {step + 1}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not finite; "
-                    f"batch and metrics written to {stem}.*; the latest checkpoint (step "
-                    f"{manager.latest_step()}) is intact: lower optimizer.peak_lr or inspect that batch"
-                )
             done = step + 1
+            check_finite(metrics, done, batch, workdir, manager)
             progress.update(1)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
             if done % config.train.log_every == 0 or done == config.train.steps:

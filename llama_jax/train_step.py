@@ -141,10 +141,16 @@ def loss_fn(config) -> Callable:
 
     def loss(params, batch):
         if config.train.loss_chunk_size:  # float32 logits for a chunk of positions at a time (llama_jax.loss)
-            hidden = model.apply({"params": params}, batch["inputs"], positions=batch["positions"],
-                                 segment_ids=batch["segment_ids"], return_hidden=True)
-            return chunked_cross_entropy(hidden, params["output"], batch["targets"], batch["loss_mask"],
-                                         config.train.loss_chunk_size)
+            hidden = model.apply(
+                {"params": params},
+                batch["inputs"],
+                positions=batch["positions"],
+                segment_ids=batch["segment_ids"],
+                return_hidden=True,
+            )
+            return chunked_cross_entropy(
+                hidden, params["output"], batch["targets"], batch["loss_mask"], config.train.loss_chunk_size
+            )
         logits = model.apply(
             {"params": params}, batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"]
         )
@@ -156,7 +162,7 @@ def loss_fn(config) -> Callable:
 def sum_gradients(config, params, batch, param_shardings) -> tuple[jax.Array, jax.Array, Any]:
     """(loss sum, token count, gradient of the loss sum) over the batch, accumulated over
     `train.microbatches` slices with lax.scan: k microbatches give exactly the sums of one batch k times larger."""
-    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(config)(p, b), has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn(config), has_aux=True)  # d(loss sum)/d(params); the count rides along
     k = config.train.microbatches
     if k == 1:
         (loss_sum, count), grads = grad_fn(params, batch)
