@@ -13,9 +13,28 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def tpu_table(rows: list[dict]) -> None:
+    """The fit table of `python -m llama_jax.aot` results: memory per chip and projected speed."""
+    gib = 2**30
+    print("| preset | slice | mesh | remat | microbatches (seqs/chip each) | arguments GiB | temporaries GiB "
+          "| total GiB / HBM | fits | projected s/step | projected tokens/s/chip |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1)
+        per_chip = r["global_batch"] // r["microbatches"] / r["chips"]
+        print(f"| {r['model']} | {r['topology']} ({r['chips']} chips) | {mesh} | {r['remat']} | "
+              f"{r['microbatches']} ({per_chip:g}) | {r['argument_bytes'] / gib:.2f} | {r['temp_bytes'] / gib:.2f} | "
+              f"{r['total_bytes'] / gib:.1f} / {r['hbm_bytes'] / gib:.0f} | {'yes' if r['fits'] else '**no**'} | "
+              f"{r['step_s']:.2f} | {r['tokens_per_s_per_chip']:,.0f} |")
+
+
 def main(path: str) -> None:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    tpu = [r for r in rows if "topology" in r]
+    if tpu:
+        tpu_table(tpu)
+        return
     runs = {r["name"]: r for r in rows if "step_s" in r}
     print("| run | preset | attention | remat | batch x seq | ms/step | tokens/s/device | TFLOP/s/device | MFU | planned memory GiB | device |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
