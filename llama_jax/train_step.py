@@ -64,8 +64,8 @@ def check_batch_shape(config, mesh: Mesh) -> None:
         raise ValueError(f"train.seq_len={train.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}")
 
 
-def _abstract_boxed(config):
-    """(boxed abstract params, abstract TrainState, optimizer) without allocating anything."""
+def _initializer(config) -> Callable:
+    """rng -> (parameters boxed with their logical names, fresh TrainState)."""
     cfg = model_config(config)
     tx = make_optimizer(config)
 
@@ -74,8 +74,13 @@ def _abstract_boxed(config):
         params = nn.meta.unbox(boxed)
         return boxed, TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)
 
-    boxed, state = jax.eval_shape(init, jax.random.PRNGKey(0))
-    return boxed, state, tx
+    return init
+
+
+def _abstract_boxed(config):
+    """(boxed abstract params, abstract TrainState, optimizer) without allocating anything."""
+    boxed, state = jax.eval_shape(_initializer(config), jax.random.PRNGKey(0))
+    return boxed, state, make_optimizer(config)
 
 
 def state_shardings(config, mesh: Mesh) -> TrainState:
@@ -105,14 +110,8 @@ def abstract_state(config, mesh: Mesh) -> TrainState:
 
 def init_state(config, mesh: Mesh, rng: jax.Array) -> TrainState:
     """A fresh TrainState from key `rng` (jax.random.PRNGKey), created directly in its shardings."""
-    tx = make_optimizer(config)
-    cfg = model_config(config)
-
-    def init(rng):
-        params = nn.meta.unbox(init_params(cfg, rng, length=1))
-        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)
-
-    return jax.jit(init, out_shardings=state_shardings(config, mesh))(rng)
+    init = _initializer(config)
+    return jax.jit(lambda key: init(key)[1], out_shardings=state_shardings(config, mesh))(rng)
 
 
 def batch_shardings(config, mesh: Mesh) -> dict[str, NamedSharding]:
@@ -130,7 +129,8 @@ def abstract_batch(config, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
 @contextlib.contextmanager
 def activation_sharding(config, mesh: Mesh):
     """Makes the model's `nn.with_logical_constraint`s bind while tracing: linen reads the rules from
-    `nn.logical_axis_rules` and needs a mesh in context (`with mesh`, which linen sees under jit)."""
+    `nn.logical_axis_rules` and constrains only under an abstract mesh (without one they are silently
+    dropped; `jax.set_mesh` is refused inside jit and the legacy `with mesh` is invisible to linen)."""
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(sharding.logical_rules(config)):
         yield
 
