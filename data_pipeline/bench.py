@@ -89,7 +89,8 @@ def main(argv: list[str]) -> None:
 
     name = FLAGS.pretokenized_source
     out_dir = os.path.join(os.path.dirname(corpus_dir), "pretokenized", name)
-    if not os.path.exists(f"{out_dir}/index.json"):
+    index_path = f"{out_dir}/index.json"
+    if not os.path.exists(index_path) or json.load(open(index_path))["tokenizer_sha256"] != tok.fingerprint(sp):
         pretokenize.pretokenize(config, name, out_dir)
     for seq_len in sorted({config.train.seq_len, 2048}):
         rows, full = pretokenized_rates(config, name, out_dir, sp, seq_len, threads, seconds)

@@ -67,8 +67,8 @@ class Stream:
         self._specs, self._host = specs, host
         n = len(names)
         _LIVE.add(self)
-        self._stats = {"rows": [0] * n, "docs": [0] * n, "epoch": [0] * n,
-                       "counts": [[0] * (len(tok.COUNTERS) + 2) for _ in range(n)], "batches": 0}
+        self._stats = {"rows": np.zeros(n, np.int64), "docs": np.zeros(n, np.int64), "epoch": np.zeros(n, np.int64),
+                       "counts": np.zeros((n, len(tok.COUNTERS) + 2), np.int64), "batches": 0}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -79,13 +79,11 @@ class Stream:
         except self._tf.errors.OpError as e:  # a shard that became unreadable mid-run: say which
             raise pipeline.read_error(e, self._specs, "train", self._host) from e
         rows, source = element["tokens"].astype(np.int32), element["source"]
-        s = self._stats
-        for i in np.unique(source):
-            mine = source == i
-            s["rows"][i] += int(mine.sum())
-            s["docs"][i] += int((rows[mine] == self.bos).sum())
-            s["epoch"][i] = max(s["epoch"][i], int(element["epoch"][mine].max()))
-            s["counts"][i] = np.maximum(s["counts"][i], element["counts"][mine].max(axis=0)).tolist()
+        s, n = self._stats, len(self.names)
+        s["rows"] += np.bincount(source, minlength=n)
+        s["docs"] += np.bincount(source, weights=(rows == self.bos).sum(axis=1), minlength=n).astype(np.int64)
+        np.maximum.at(s["epoch"], source, element["epoch"])
+        np.maximum.at(s["counts"], source, element["counts"])  # running counts: the latest is the largest
         s["batches"] += 1
         return packed_batch(rows, self.bos, self.eos)
 
@@ -98,7 +96,8 @@ class Stream:
         """The tf.data iterator checkpoint and the mixture statistics, as one tar archive."""
         with tempfile.TemporaryDirectory() as tmp:
             self._tf.train.Checkpoint(iterator=self._iterator).write(f"{tmp}/iterator")
-            meta = json.dumps({"fingerprint": self.fingerprint, "stats": self._stats}).encode()
+            stats = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self._stats.items()}
+            meta = json.dumps({"fingerprint": self.fingerprint, "stats": stats}).encode()
             with open(f"{tmp}/stream.json", "wb") as f:
                 f.write(meta)
             buffer = io.BytesIO()
@@ -119,26 +118,26 @@ class Stream:
                                  "weights, seed, seq_len, batch size, process index/count or tokenizer differ); "
                                  "restore it with the configuration it was saved with")
             self._tf.train.Checkpoint(iterator=self._iterator).read(f"{tmp}/iterator").assert_consumed()
-        self._stats = meta["stats"]
+        self._stats = {k: np.array(v, np.int64) if isinstance(v, list) else v for k, v in meta["stats"].items()}
 
     def report(self) -> dict:
         """Per source: target and observed token proportion, documents, tokens and epochs drawn so far."""
         s = self._stats
-        total_rows = sum(s["rows"])
+        total_rows = int(s["rows"].sum())
         table = []
         for i, name in enumerate(self.names):
-            *_, bytes_read, tokens_made = s["counts"][i]
+            *_, bytes_read, tokens_made = s["counts"][i].tolist()
             per_epoch = self.bytes_per_epoch[i]
-            tokens = s["rows"][i] * self.row_len
+            tokens = int(s["rows"][i]) * self.row_len
             table.append({
                 "name": name, "target": self.weights[i],
-                "observed": s["rows"][i] / total_rows if total_rows else 0.0,
-                "docs": s["docs"][i], "tokens": tokens,
+                "observed": int(s["rows"][i]) / total_rows if total_rows else 0.0,
+                "docs": int(s["docs"][i]), "tokens": tokens,
                 # Table 1's column: tokens drawn over the source's size in tokens (its size in bytes, from the
                 # manifest, times the tokens per byte seen so far); else the number of passes begun.
                 "epochs": tokens * bytes_read / (tokens_made * per_epoch) if per_epoch and tokens_made
                 else float(s["epoch"][i]),
-                "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:len(tok.COUNTERS)], strict=True)),
+                "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:len(tok.COUNTERS)].tolist(), strict=True)),
             })
         return {"batches": s["batches"], "tokens": total_rows * self.row_len, "sources": table}
 
