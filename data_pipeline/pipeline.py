@@ -25,7 +25,7 @@ import tensorflow as tf  # noqa: E402
 from data_pipeline import tokenizer as tok  # noqa: E402
 from data_pipeline.sources import SourceSpec  # noqa: E402
 
-RECORDS_PER_BATCH = 16  # documents per SentencePiece call
+RECORDS_PER_BATCH = 32  # documents per SentencePiece call
 PRETOKENIZED_CHUNK = 1 << 16  # tokens per record of a pretokenized shard
 
 
@@ -138,7 +138,7 @@ def doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchE
         nbytes = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64) + newline)
         return flat, tf.reduce_max(epochs), counts, nbytes
 
-    return records.batch(RECORDS_PER_BATCH).map(encode, num_parallel_calls=2, deterministic=True)
+    return records.batch(RECORDS_PER_BATCH).map(encode, num_parallel_calls=encoder.calls, deterministic=True)
 
 
 def _pack(chunks: tf.data.Dataset, row_len: int, source_index: int, row_dtype: tf.DType) -> tf.data.Dataset:
