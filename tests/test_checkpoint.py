@@ -19,7 +19,7 @@ from llama_jax.metrics import read_metrics
 from llama_jax.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 16
+STEPS = debug.get_config().train.steps
 
 
 # The stream that resumes: synthetic tokens always; the real mixture (TensorFlow) in the slow tier, once
@@ -39,8 +39,6 @@ OVERRIDES = {"synthetic": (), "mixture": ("--config.data.source=mixture", "--con
 
 def config(source: str = "synthetic"):
     c = debug.get_config().unlock()
-    c.train.steps = STEPS
-    c.train.eval_every = 1000  # evaluate only at the end
     if source == "mixture":
         c.data.source = "mixture"
         c.model.vocab_size = 8192  # the embedded corpus's tokenizer
@@ -55,7 +53,7 @@ def losses_by_step(workdir: str) -> dict[int, float]:
 def launch(workdir: str, *overrides: str) -> subprocess.Popen:
     """`python -m llama_jax.train` on the debug config, with this test session's 8 fake devices."""
     command = [sys.executable, "-m", "llama_jax.train", "--config=experiments/configs/debug.py", f"--workdir={workdir}"]
-    command += [f"--config.train.steps={STEPS}", "--config.train.eval_every=1000", *overrides]
+    command += list(overrides)
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

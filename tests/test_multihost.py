@@ -13,7 +13,7 @@ from llama_jax.metrics import read_metrics
 from llama_jax.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 6
+STEPS = debug.get_config().train.steps
 
 
 def free_port() -> int:
@@ -33,7 +33,6 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
                 "llama_jax.train",
                 "--config=experiments/configs/debug.py",
                 f"--workdir={workdir}",
-                f"--config.train.steps={STEPS}",
                 f"--coordinator_address=localhost:{port}",
                 "--num_processes=2",
                 f"--process_id={i}",
@@ -46,10 +45,10 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
         )
         for i in range(2)
     ]
-    c = debug.get_config().unlock()
-    c.train.steps = STEPS
     single = str(tmp_path / "one_process")
-    train(c.lock(), single)  # meanwhile, here: this test session has 8 devices; the mesh is fsdp=8 in both runs
+    train(
+        debug.get_config(), single
+    )  # meanwhile, here: this test session has 8 devices; the mesh is fsdp=8 in both runs
     for process in processes:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
