@@ -81,4 +81,5 @@ def mixture_weights(weights: Mapping[str, float], sources: Mapping[str, str], *,
         raise ValueError(
             f"data.weights sum to {total:.6f}, expected 1 (weights: {weights}); fix them or set "
             "data.normalize_weights=True to divide them by their sum")
-    return {name: w / total for name, w in weights.items() if w > 0}
+    order = sorted(weights, key=lambda n: (SOURCE_NAMES.index(n) if n in TABLE1 else len(TABLE1), n))
+    return {name: weights[name] / total for name in order if weights[name] > 0}  # in Table 1's order
