@@ -150,10 +150,23 @@ class EvalStream:
         self._dataset, self.batches, self.bos, self.eos = dataset, batches, bos, eos
         self._position = 0
         self._iterator = None
+        self._open: weakref.WeakSet = weakref.WeakSet()  # generators whose tf.data iterators may be running
+        _LIVE.add(self)
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        for element in self._dataset.take(self.batches):
-            yield packed_batch(element.numpy().astype(np.int32), self.bos, self.eos)
+        def generate():
+            for element in self._dataset.take(self.batches):
+                yield packed_batch(element.numpy().astype(np.int32), self.bos, self.eos)
+
+        batches = generate()
+        self._open.add(batches)
+        return batches
+
+    def close(self) -> None:
+        """Stops the tf.data threads of every pass begun (see Stream.close)."""
+        for batches in list(self._open):
+            batches.close()
+        self._iterator = None
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self._batches()
