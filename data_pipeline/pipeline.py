@@ -200,7 +200,7 @@ def check_not_empty(spec: SourceSpec, split: str, rows: tf.data.Dataset, host: H
 def read_error(error: tf.errors.OpError, specs: list[SourceSpec], split: str, host: Host) -> RuntimeError:
     """An error naming the source, and the file if its first record is unreadable, behind a tf.data failure."""
     for spec in specs:
-        if spec.kind in ("tfds",):
+        if spec.kind == "tfds":
             continue
         for path in _host_files(list_files(spec, split), host)[0]:
             read = tf.data.TFRecordDataset if spec.kind in ("tfrecord", "pretokenized") else tf.data.TextLineDataset

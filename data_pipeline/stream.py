@@ -179,15 +179,18 @@ class EvalStream:
         return batch
 
     def get_state(self) -> bytes:
+        """Where in the cycle of `batches` batches `next()` is."""
         return json.dumps({"position": self._position}).encode()
 
     def set_state(self, state: bytes) -> None:
+        """Continues the cycle where get_state() was called."""
         self._position = json.loads(state)["position"]
         self._iterator = self._batches()
         for _ in range(self._position):
             next(self._iterator)
 
     def report(self) -> dict:
+        """The number of held-out batches and the position in their cycle."""
         return {"batches": self.batches, "position": self._position}
 
 
@@ -236,13 +239,16 @@ def _bytes_per_epoch(spec: sources.SourceSpec, split: str, host: pipeline.Host, 
 
 
 def _fingerprint(config, host, weights, specs, sp, local_batch) -> str:
+    """sha256 of everything that decides the stream: a saved state only restores into the same."""
     key = {"seed": config.seed, "seq_len": config.train.seq_len, "local_batch": local_batch, "host": [host.index,
            host.count], "weights": weights, "specs": {k: [v.kind, v.location, dict(v.options)] for k, v in
-           specs.items()}, "tokenizer": tok.fingerprint(sp), "shuffle_buffer": config.data.shuffle_buffer}
+           specs.items()}, "tokenizer": tok.fingerprint(sp), "shuffle_buffer": config.data.shuffle_buffer,
+           "max_doc_chars": config.data.get("max_doc_chars", 1 << 20)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def _rows_fn(config, host, sp, threads) -> Callable:
+    """source_rows with this config's and host's settings bound."""
     row_len = config.train.seq_len + 1
 
     def rows(spec, split, index, shuffle_buffer, seed, repeat):
