@@ -117,6 +117,8 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
         "global_batch": config.train.global_batch_size,
         "seq_len": config.train.seq_len,
         "microbatches": config.train.microbatches,
+        "document_mask": bool(config.train.document_mask),
+        "loss_chunk_size": config.train.loss_chunk_size,
         "mesh": dict(mesh.shape),
         "steps": steps,
         "compile_s": round(compile_s, 2),
@@ -165,7 +167,10 @@ def fit(config) -> dict:
 
 # The accelerator benchmark (one H100 or H200): each entry is (name, preset, overrides, kind). `check_*` pairs
 # train the same batches from the same initialisation, so their losses must agree within bf16 rounding.
-FAST = {"model.dtype": "bfloat16", "model.attention_impl": "cudnn", "model.remat_policy": "save_linear"}
+# Synthetic rows hold one document each, so the document mask changes nothing but the kernel's cost: FAST runs
+# plain causal attention, and `1b_cudnn_document_mask` measures what masking packed documents costs cuDNN.
+FAST = {"model.dtype": "bfloat16", "model.attention_impl": "cudnn", "model.remat_policy": "save_linear",
+        "train.document_mask": False}
 REFERENCE = {"model.dtype": "float32", "model.attention_impl": "xla", "model.remat_policy": "none"}
 H100_SUITE = [
     ("check_fast", "llama_1b", {**FAST, "train.global_batch_size": 2}, "run"),
@@ -176,6 +181,7 @@ H100_SUITE = [
     ("400m_xla", "llama_400m", {**FAST, "model.attention_impl": "xla", "train.global_batch_size": 16}, "run"),
     ("3b_cudnn", "llama_3b", {**FAST, "model.remat_policy": "full", "train.global_batch_size": 4}, "run"),
     ("3b_xla", "llama_3b", {**FAST, "model.attention_impl": "xla", "model.remat_policy": "full", "train.global_batch_size": 4}, "run"),
+    ("1b_cudnn_document_mask", "llama_1b", {**FAST, "train.document_mask": True, "train.global_batch_size": 8}, "run"),
     ("1b_cudnn_remat_none", "llama_1b", {**FAST, "model.remat_policy": "none", "train.global_batch_size": 8}, "run"),
     ("1b_cudnn_batch16", "llama_1b", {**FAST, "train.global_batch_size": 16}, "run"),
     ("1b_cudnn_batch16_chunked_loss", "llama_1b", {**FAST, "train.global_batch_size": 16, "train.loss_chunk_size": 512}, "run"),

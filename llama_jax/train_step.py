@@ -140,19 +140,22 @@ def loss_fn(config) -> Callable:
     model = LLaMA(model_config(config))
 
     def loss(params, batch):
+        # train.document_mask=False: plain causal attention across packed documents, as the reference code trains
+        # (and cuDNN's fastest path: no mask tensor).
+        segment_ids = batch["segment_ids"] if config.train.document_mask else None
         if config.train.loss_chunk_size:  # float32 logits for a chunk of positions at a time (llama_jax.loss)
             hidden = model.apply(
                 {"params": params},
                 batch["inputs"],
                 positions=batch["positions"],
-                segment_ids=batch["segment_ids"],
+                segment_ids=segment_ids,
                 return_hidden=True,
             )
             return chunked_cross_entropy(
                 hidden, params["output"], batch["targets"], batch["loss_mask"], config.train.loss_chunk_size
             )
         logits = model.apply(
-            {"params": params}, batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"]
+            {"params": params}, batch["inputs"], positions=batch["positions"], segment_ids=segment_ids
         )
         return cross_entropy(logits, batch["targets"], batch["loss_mask"])
 

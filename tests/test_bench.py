@@ -11,7 +11,7 @@ from llama_jax.train_step import model_config
 
 SMALL = {"train.global_batch_size": 8, "train.seq_len": 64}
 SUITE = [
-    ("check_fast", "debug", SMALL, "run"),
+    ("check_fast", "debug", {**SMALL, "train.document_mask": False}, "run"),
     ("debug_fit", "debug", SMALL, "fit"),
     ("bad_batch", "debug", {"train.global_batch_size": 3}, "run"),
 ]

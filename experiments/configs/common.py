@@ -37,6 +37,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.train.global_batch_size = 2048  # sequences; 2048 x 2048 = 4M tokens (Table 2)
     c.train.microbatches = 1  # gradient accumulation: the global batch is split into this many steps
     c.train.loss_chunk_size = 0  # > 0: the loss computes float32 logits this many positions at a time
+    c.train.document_mask = True  # attention stays inside each packed document (False: plain causal)
     c.train.log_every = 10
     c.train.eval_every = 500
     c.train.eval_batches = 8
