@@ -80,9 +80,10 @@ class MetricsWriter:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """The records of WORKDIR/metrics.jsonl, in order."""
+    """The complete records of WORKDIR/metrics.jsonl, in order (not a line a killed run left half written)."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        *complete, _partial = f.read().split("\n")
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def plot_loss_curve(workdir: str) -> str:

@@ -57,7 +57,7 @@ def launch(workdir: str, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_step(workdir: str, process: subprocess.Popen, step: int, timeout: float = 120) -> None:
+def wait_for_step(workdir: str, process: subprocess.Popen, step: int, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         if os.path.exists(os.path.join(workdir, "metrics.jsonl")) and max(losses_by_step(workdir), default=0) >= step:

@@ -2,6 +2,7 @@
 step stops the run with its batch saved and the last checkpoint intact, the command rejects typos and writes
 its metrics."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from experiments.configs import debug
 from experiments.configs.common import base_config
 from llama_jax import checkpoint, sharding, synthetic
 from llama_jax import train_step as ts
-from llama_jax.metrics import read_metrics
+from llama_jax.metrics import MetricsWriter, read_metrics
 from llama_jax.optim import decays, learning_rate_schedule
 from llama_jax.train import NonFiniteError, train
 
@@ -98,6 +99,15 @@ def test_metrics_file_and_loss_curve(tmp_path):
     assert final["loss"] == train_records[-1]["loss"]
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert any(name.startswith("events") for name in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_a_resumed_run_drops_what_the_killed_run_logged_after_the_checkpoint(tmp_path):
+    """Records past the resumed step, and a line cut short by SIGKILL, are dropped; the rest is kept."""
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3]
+    MetricsWriter(str(tmp_path), enabled=True, start_step=2).close()
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2]
 
 
 def test_unknown_override_is_an_error():
