@@ -55,13 +55,17 @@ def packed_batch(rows: np.ndarray, bos: int, eos: int) -> dict[str, np.ndarray]:
 class Stream:
     """Endless training batches from the source mixture, with exact get_state/set_state and a mixture report."""
 
-    def __init__(self, dataset, *, names: list[str], weights: list[float], row_len: int, bos: int, eos: int,
-                 bytes_per_epoch: list[int | None], fingerprint: str, specs: list, host: pipeline.Host):
+    def __init__(self, dataset, *, batch: int, names: list[str], weights: list[float], row_len: int, bos: int,
+                 eos: int, bytes_per_epoch: list[int | None], fingerprint: str, specs: list, host: pipeline.Host):
         import tensorflow as tf
 
         self._tf = tf
         self._dataset = dataset
         self._iterator = iter(dataset)
+        # `dataset` yields several batches at once (one iterator call per ~64 rows); the rows fetched but not
+        # yet returned are part of the state.
+        self.batch = batch
+        self._pending: dict[str, np.ndarray] = {}
         self.names, self.weights, self.row_len = names, weights, row_len
         self.bos, self.eos, self.bytes_per_epoch, self.fingerprint = bos, eos, bytes_per_epoch, fingerprint
         self._specs, self._host = specs, host
@@ -74,10 +78,13 @@ class Stream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        try:
-            element = {k: v.numpy() for k, v in next(self._iterator).items()}
-        except self._tf.errors.OpError as e:  # a shard that became unreadable mid-run: say which
-            raise pipeline.read_error(e, self._specs, "train", self._host) from e
+        if not self._pending or len(self._pending["source"]) == 0:
+            try:
+                self._pending = {k: v.numpy() for k, v in next(self._iterator).items()}
+            except self._tf.errors.OpError as e:  # a shard that became unreadable mid-run: say which
+                raise pipeline.read_error(e, self._specs, "train", self._host) from e
+        element = {k: v[:self.batch] for k, v in self._pending.items()}
+        self._pending = {k: v[self.batch:] for k, v in self._pending.items()}
         rows, source = element["tokens"].astype(np.int32), element["source"]
         s, n = self._stats, len(self.names)
         s["rows"] += np.bincount(source, minlength=n)
@@ -100,6 +107,7 @@ class Stream:
             meta = json.dumps({"fingerprint": self.fingerprint, "stats": stats}).encode()
             with open(f"{tmp}/stream.json", "wb") as f:
                 f.write(meta)
+            np.savez(f"{tmp}/pending.npz", **self._pending)
             buffer = io.BytesIO()
             with tarfile.open(fileobj=buffer, mode="w") as tar:
                 for name in sorted(os.listdir(tmp)):
@@ -118,6 +126,8 @@ class Stream:
                                  "weights, seed, seq_len, batch size, process index/count or tokenizer differ); "
                                  "restore it with the configuration it was saved with")
             self._tf.train.Checkpoint(iterator=self._iterator).read(f"{tmp}/iterator").assert_consumed()
+            with np.load(f"{tmp}/pending.npz") as pending:
+                self._pending = {k: pending[k] for k in pending.files}
         self._stats = {k: np.array(v, np.int64) if isinstance(v, list) else v for k, v in meta["stats"].items()}
 
     def report(self) -> dict:
@@ -272,8 +282,9 @@ def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     # Each host draws its own sequence of sources: the global batch mixes independent draws.
     mixed = tf.data.Dataset.sample_from_datasets(per_source, weights=list(weights.values()),
                                                  seed=seed * 1_000_003 + host.index, stop_on_empty_dataset=True)
-    dataset = mixed.batch(local_batch, drop_remainder=True).prefetch(2).with_options(pipeline.options(threads))
-    return Stream(dataset, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
+    batches_per_call = max(1, 64 // local_batch)
+    dataset = mixed.batch(local_batch * batches_per_call, drop_remainder=True).prefetch(2)
+    return Stream(dataset.with_options(pipeline.options(threads)), batch=local_batch, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
                   bos=sp.bos_id(), eos=sp.eos_id(),
                   bytes_per_epoch=[_bytes_per_epoch(spec, "train", host, corpus_dir) for spec in specs.values()],
                   fingerprint=_fingerprint(config, host, weights, specs, sp, local_batch),
