@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 
@@ -85,10 +84,11 @@ class BatchEncoder:
     def __call__(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """records [n] bytes -> (token ids [total] int32, document lengths [docs] int64, COUNTERS [5] int64)."""
         texts, counts = self.texts(records)
-        ids = self.sp.encode(texts, add_bos=True, add_eos=True, num_threads=self.threads) if texts else []
-        lengths = np.array([len(x) for x in ids], np.int64)
-        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
-        return flat, lengths, counts
+        if not texts:
+            return np.zeros([0], np.int32), np.zeros([0], np.int64), counts
+        # return_type="numpy": int32 arrays straight from C++, no Python int per token
+        ids = self.sp.encode(texts, add_bos=True, add_eos=True, num_threads=self.threads, return_type="numpy")
+        return np.concatenate(ids), np.array([len(x) for x in ids], np.int64), counts
 
 
 def default_threads() -> int:
