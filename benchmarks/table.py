@@ -16,13 +16,13 @@ def fmt(value, spec: str) -> str:
 def tpu_table(rows: list[dict]) -> None:
     """The fit table of `python -m llama_jax.aot` results: memory per chip and projected speed."""
     gib = 2**30
-    print("| preset | slice | mesh | remat | microbatches (seqs/chip each) | arguments GiB | temporaries GiB "
+    print("| preset | slice | mesh | remat | attention | microbatches (seqs/chip each) | arguments GiB | temporaries GiB "
           "| total GiB / HBM | fits | projected s/step | projected tokens/s/chip |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["params"], r["chips"], r["topology"], r["remat"], r["microbatches"])):
         mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1)
         per_chip = r["global_batch"] // r["microbatches"] / r["chips"]
-        print(f"| {r['model']} | {r['topology']} ({r['chips']} chips) | {mesh} | {r['remat']} | "
+        print(f"| {r['model']} | {r['topology']} ({r['chips']} chips) | {mesh} | {r['remat']} | {r['attention']} | "
               f"{r['microbatches']} ({per_chip:g}) | {r['argument_bytes'] / gib:.2f} | {r['temp_bytes'] / gib:.2f} | "
               f"{r['total_bytes'] / gib:.1f} / {r['hbm_bytes'] / gib:.0f} | {'yes' if r['fits'] else '**no**'} | "
               f"{r['step_s']:.2f} | {r['tokens_per_s_per_chip']:,.0f} |")
