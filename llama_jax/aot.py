@@ -171,6 +171,8 @@ def format_report(r: FitReport) -> str:
 
 def main(argv):
     del argv
+    if _CONFIG.value is None:
+        raise app.UsageError("give --config=FILE or --config=PRESET, e.g. --config=llama_7b --topology=v5p:4x4x4")
     report = compile_for_topology(_CONFIG.value, _TOPOLOGY.value, _MFU.value)
     print(format_report(report))
     print(json.dumps(report.to_dict()))
