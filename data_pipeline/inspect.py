@@ -1,7 +1,8 @@
 """`python -m data_pipeline.inspect --config=experiments/configs/tiny.py --batches=N [--json]`: the mixture table.
 
 Draws N batches of this process's training stream and prints, per source, the target and observed share of
-tokens, documents and tokens drawn, and epochs of the source (Table 1's columns), plus skipped records.
+tokens, documents and tokens drawn, and epochs of the source so far next to Table 1's epochs over 1.4T tokens,
+plus skipped records.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ FLAGS = flags.FLAGS
 def format_report(report: dict) -> str:
     """The report of Stream.report() as a fixed-width table."""
     lines = [f"{report['batches']} batches, {report['tokens']:,} tokens",
-             f"{'source':14s} {'target':>7s} {'observed':>8s} {'docs':>8s} {'tokens':>12s} {'epochs':>8s}  skipped"]
+             f"{'source':14s} {'target':>7s} {'observed':>8s} {'docs':>8s} {'tokens':>12s} {'epochs':>8s} "
+             f"{'paper':>6s}  skipped"]
     for s in report["sources"]:
         skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items() if v) or "-"
+        paper = f"{s['paper_epochs']:6.2f}" if s["paper_epochs"] is not None else f"{'-':>6s}"
         lines.append(f"{s['name']:14s} {s['target']:7.2%} {s['observed']:8.2%} {s['docs']:8,d} {s['tokens']:12,d} "
-                     f"{s['epochs']:8.4f}  {skipped}")
+                     f"{s['epochs']:8.4f} {paper}  {skipped}")
     return "\n".join(lines)
 
 

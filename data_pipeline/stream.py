@@ -147,6 +147,7 @@ class Stream:
                 # manifest, times the tokens per byte seen so far); else the number of passes begun.
                 "epochs": tokens * bytes_read / (tokens_made * per_epoch) if per_epoch and tokens_made
                 else float(s["epoch"][i]),
+                "paper_epochs": sources.TABLE1[name][1] if name in sources.TABLE1 else None,  # over 1.4T tokens
                 "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:len(tok.COUNTERS)].tolist(), strict=True)),
             })
         return {"batches": s["batches"], "tokens": total_rows * self.row_len, "sources": table}
