@@ -27,9 +27,6 @@ GIB = 1024**3
 # HBM per chip (datasheets). A v4 chip's two TensorCores compile as one "megacore" device, as JAX runs them.
 HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
 
-_CONFIG = config_flag()
-_TOPOLOGY = flags.DEFINE_string("topology", "v5p:4x4x4", "slice as libtpu names it, GENERATION:AxBxC (v5p:4x4x4 = v5p-128)")
-_MFU = flags.DEFINE_float("mfu", 0.5, "model FLOPs utilisation assumed for the projected step time")
 
 
 def topology_devices(topology: str) -> list:
@@ -171,12 +168,16 @@ def format_report(r: FitReport) -> str:
 
 def main(argv):
     del argv
-    if _CONFIG.value is None:
+    FLAGS = flags.FLAGS
+    if FLAGS.config is None:
         raise app.UsageError("give --config=FILE or --config=PRESET, e.g. --config=llama_7b --topology=v5p:4x4x4")
-    report = compile_for_topology(_CONFIG.value, _TOPOLOGY.value, _MFU.value)
+    report = compile_for_topology(FLAGS.config, FLAGS.topology, FLAGS.mfu)
     print(format_report(report))
     print(json.dumps(report.to_dict()))
 
 
 if __name__ == "__main__":
+    config_flag()  # flags are defined only when run as a program, so importing this module defines none
+    flags.DEFINE_string("topology", "v5p:4x4x4", "slice as libtpu names it, GENERATION:AxBxC (v5p:4x4x4 = v5p-128)")
+    flags.DEFINE_float("mfu", 0.5, "model FLOPs utilisation assumed for the projected step time")
     app.run(main, argv=expand_preset_argv())

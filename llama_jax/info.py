@@ -8,9 +8,6 @@ from llama_jax import flops
 from llama_jax.config import PRESETS, get_preset
 from llama_jax.model import count_params
 
-_MODEL = flags.DEFINE_string("model", "llama_7b", f"preset: one of {sorted(PRESETS)}")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "context length for the attention FLOPs (default: the preset's)")
-
 GIB = 1024**3
 
 
@@ -33,9 +30,10 @@ def describe(name: str, seq_len: int | None = None) -> dict[str, float]:
 
 def main(argv):
     del argv
-    config = get_preset(_MODEL.value)
-    d = describe(_MODEL.value, _SEQ_LEN.value)
-    print(f"{_MODEL.value}: dim={config.dim} n_layers={config.n_layers} n_heads={config.n_heads} "
+    name = flags.FLAGS.model
+    config = get_preset(name)
+    d = describe(name, flags.FLAGS.seq_len)
+    print(f"{name}: dim={config.dim} n_layers={config.n_layers} n_heads={config.n_heads} "
           f"kv_heads={config.kv_heads} hidden={config.hidden_dim} vocab={config.vocab_size}")
     print(f"  parameters               {d['params']:,} ({d['non_embedding_params']:,} non-embedding)")
     print(f"  train FLOPs / token      {d['train_flops_per_token']:.4g} at context {d['seq_len']} "
@@ -47,4 +45,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("model", "llama_7b", f"preset: one of {sorted(PRESETS)}")
+    flags.DEFINE_integer("seq_len", None, "context length for the attention FLOPs (default: the preset's)")
     app.run(main)

@@ -51,7 +51,7 @@ class RMSNorm(nn.Module):
         return normed.astype(x.dtype) * weight.astype(x.dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rope_table(head_dim: int, max_seq_len: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin [max_seq_len, head_dim // 2] of angle position * theta^(-2i/head_dim), in float32 as the
     reference's `precompute_freqs_cis`; computed once per shape."""

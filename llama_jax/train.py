@@ -26,13 +26,6 @@ from llama_jax import checkpoint, sharding
 from llama_jax import train_step as ts
 from llama_jax.metrics import MetricsWriter, Throughput, plot_loss_curve
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/configs/*.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here; an existing one is resumed.")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods, SLURM, ...).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit clusters.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
-
 
 class NonFiniteError(FloatingPointError):
     """The loss or gradient norm of a step was not finite."""
@@ -174,13 +167,25 @@ def _progress_bar(start: int, total: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
 
 
+def define_flags() -> None:
+    """The command's flags; defined only when run as a program, so that importing this module defines none."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/configs/*.py).")
+    flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here; an existing one is resumed.")
+    flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods, SLURM, ...).")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit clusters.")
+    flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
+    flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
 def initialize_distributed() -> None:
     """Join the other processes of a multi-host job, from the command-line flags."""
-    if _COORDINATOR.value is not None:
+    FLAGS = flags.FLAGS
+    if FLAGS.coordinator_address is not None:
         jax.distributed.initialize(
-            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+            coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes, process_id=FLAGS.process_id
         )
-    elif _MULTIHOST.value:
+    elif FLAGS.multihost:
         jax.distributed.initialize()  # TPU pods and known cluster managers describe the job themselves
 
 
@@ -193,9 +198,9 @@ def main(argv: list[str]) -> None:
     logging.getLogger("absl").addFilter(
         lambda r: r.levelno >= logging.WARNING or any(p in r.pathname for p in ("/llama_jax/", "/data_pipeline/"))
     )
-    train(_CONFIG.value, _WORKDIR.value)
+    train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
+    define_flags()
     app.run(main)

@@ -1,5 +1,6 @@
 """Properties of the model that the paper and the reference implementation fix."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from llama_jax import attention, model
 from llama_jax.config import PRESETS, ModelConfig
+from llama_jax.convert import unstack_layers
 
 DEBUG = PRESETS["debug"]
 
@@ -105,36 +107,20 @@ def test_rmsnorm_matches_its_definition():
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
-def unstack(params):
-    """Scanned parameters -> per-layer parameters (`layers_{i}`)."""
-    out = {k: v for k, v in params.items() if k != "layers"}
-    for i in range(DEBUG.n_layers):
-        out[f"layers_{i}"] = jax.tree.map(lambda x: x[i], params["layers"])
-    return out
-
-
 @pytest.mark.parametrize("scan, remat", [(False, "none"), (True, "full"), (False, "save_linear"), (True, "save_linear")])
 def test_scan_and_remat_change_nothing(params, apply, scan, remat):
     tokens = jnp.asarray(np.random.default_rng(4).integers(0, DEBUG.vocab_size, (2, 12)))
-    plain = nn_unbox(params)
+    plain = nn.meta.unbox(params)
     config = DEBUG.replace(scan_layers=scan, remat_policy=remat)
-    p = plain if scan else unstack(plain)
+    layout = (lambda p: p) if scan else (lambda p: unstack_layers(p, DEBUG.n_layers))
 
-    def loss(p):
+    def loss(config, p):
         return jnp.mean(model.LLaMA(config).apply({"params": p}, tokens) ** 2)
 
-    reference_grads = jax.grad(lambda p: jnp.mean(model.LLaMA(DEBUG).apply({"params": p}, tokens) ** 2))(plain)
-    grads = jax.grad(loss)(p)
-    if not scan:
-        reference_grads = unstack(reference_grads)
-    np.testing.assert_allclose(apply(params, tokens), model.LLaMA(config).apply({"params": p}, tokens), atol=1e-5)
+    np.testing.assert_allclose(apply(params, tokens), model.LLaMA(config).apply({"params": layout(plain)}, tokens), atol=1e-5)
+    reference_grads = layout(jax.grad(lambda p: loss(DEBUG, p))(plain))
+    grads = jax.grad(lambda p: loss(config, p))(layout(plain))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), reference_grads, grads)
-
-
-def nn_unbox(tree):
-    import flax.linen as nn
-
-    return nn.meta.unbox(tree)
 
 
 def test_grouped_query_attention_equals_repeated_kv_heads():
