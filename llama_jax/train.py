@@ -56,6 +56,16 @@ def evaluate(eval_step, params, streams: dict[str, Iterable], config, mesh) -> d
     return results
 
 
+def mixture_metrics(report: dict) -> dict[str, float]:
+    """The data stream's per-source token share and epochs drawn so far, as this process has drawn them:
+    {'mixture/<source>/share': fraction, 'mixture/<source>/epochs': passes} (none for a synthetic stream)."""
+    return {
+        f"mixture/{source['name']}/{name}": float(source[key])
+        for source in report.get("sources", ())
+        for name, key in (("share", "observed"), ("epochs", "epochs"))
+    }
+
+
 def check_finite(metrics: dict[str, float], step: int, batch: dict[str, np.ndarray], workdir: str, manager) -> None:
     """Raise NonFiniteError when step `step` gave a non-finite loss or gradient norm, after writing its batch
     and metrics to WORKDIR/debug/step_<step>_process_<i>.{npz,json}; that state is never checkpointed."""
@@ -143,7 +153,8 @@ def train(config, workdir: str) -> dict[str, float]:
             progress.update(1)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
             if done % config.train.log_every == 0 or done == config.train.steps:
-                writer.write(done, {**metrics, "tokens_seen": done * tokens_per_step, **throughput.summary()})
+                writer.write(done, {**metrics, "tokens_seen": done * tokens_per_step, **throughput.summary(),
+                                    **mixture_metrics(stream.report())})
                 throughput.reset()
             if done == config.train.steps or manager.should_save(done):  # get_state() only when it is saved
                 checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
