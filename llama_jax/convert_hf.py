@@ -149,7 +149,7 @@ def load_hf(path: str, *, dtype: str = "float32", scan_layers: bool = True):
                     source = "model.embed_tokens.weight"
                 tensor = handle_of[source].get_tensor(source)
                 layout.check_shape(source, tensor.shape, layout.meta_shape(config, name), path)
-                yield name, _from_hf(config, name, tensor)
+                yield name, _rotate_half_rows(config, name, tensor, unpermute)
 
         return config, layout.build_params(config, tensors(), dtype, path)
 
@@ -177,7 +177,7 @@ def save_hf(config: ModelConfig, params: Any, path: str, *, dtype: str = "bfloat
         shard.clear()
 
     for name, tensor in layout.iter_meta_tensors(config, params):
-        array = np.ascontiguousarray(_to_hf(config, name, tensor), dtype=jnp.dtype(dtype))
+        array = np.ascontiguousarray(_rotate_half_rows(config, name, tensor, permute), dtype=jnp.dtype(dtype))
         if shard and size + array.nbytes > max_shard_bytes:
             flush()
             size = 0
@@ -188,22 +188,10 @@ def save_hf(config: ModelConfig, params: Any, path: str, *, dtype: str = "bfloat
     _name_shards(path, shard_names, total)
 
 
-def _from_hf(config: ModelConfig, name: str, tensor: np.ndarray) -> np.ndarray:
-    kind = layout.split_layer(name)[1]
-    if kind == "attention.wq.weight":
-        return unpermute(tensor, config.n_heads)
-    if kind == "attention.wk.weight":
-        return unpermute(tensor, config.kv_heads)
-    return tensor
-
-
-def _to_hf(config: ModelConfig, name: str, tensor: np.ndarray) -> np.ndarray:
-    kind = layout.split_layer(name)[1]
-    if kind == "attention.wq.weight":
-        return permute(tensor, config.n_heads)
-    if kind == "attention.wk.weight":
-        return permute(tensor, config.kv_heads)
-    return tensor
+def _rotate_half_rows(config: ModelConfig, name: str, tensor: np.ndarray, permutation) -> np.ndarray:
+    """Apply `permutation` (`permute` into HF order, `unpermute` out of it) to q and k rows; other tensors pass."""
+    heads = {"attention.wq.weight": config.n_heads, "attention.wk.weight": config.kv_heads}.get(layout.split_layer(name)[1])
+    return tensor if heads is None else permutation(tensor, heads)
 
 
 def _safetensors_files(path: str) -> list[str]:

@@ -6,14 +6,12 @@ Synthetic tokens, bf16 compute over float32 master weights, layers scanned, and 
 override `--config.train.global_batch_size` for one accelerator.
 """
 
-from experiments.configs.common import base_config
+from experiments.configs.common import paper_config
 
 
 def get_config(preset: str = "llama_7b"):
-    c = base_config(preset)
+    c = paper_config(preset)
     c.data.source = "synthetic"
-    c.model.dtype = "bfloat16"
-    c.model.remat_policy = "save_linear"
     c.train.seq_len = min(c.train.seq_len, c.model.max_seq_len)  # the CPU presets have short contexts
     c.train.steps = 20
     c.train.log_every = 1

@@ -22,6 +22,15 @@ LLAMA_MIXTURE = {
 }
 
 
+# Table 2: peak learning rate and training tokens of the paper's four models.
+TABLE2 = {
+    "llama_7b": (3.0e-4, 1.0e12),
+    "llama_13b": (3.0e-4, 1.0e12),
+    "llama_33b": (1.5e-4, 1.4e12),
+    "llama_65b": (1.5e-4, 1.4e12),
+}
+
+
 def base_config(preset: str) -> ml_collections.ConfigDict:
     """The paper's recipe (§2.3, Table 2) around the model preset `preset`, unlocked for the caller to edit."""
     c = ml_collections.ConfigDict()
@@ -98,4 +107,17 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.data.normalize_weights = False  # True divides data.weights by their sum; False requires they sum to 1
     c.data.max_doc_chars = 1 << 20  # longer documents are cut into consecutive pieces of this many characters
     c.data.threads = 0  # tokenizer and tf.data threads per host; 0 = half the host's cores
+    return c
+
+
+def paper_config(preset: str) -> ml_collections.ConfigDict:
+    """The paper's run of `preset` on accelerators: Table 2's peak LR and token count (in 4M-token steps) for the
+    four paper models, bfloat16 compute over float32 master weights, and the paper's checkpointing (§2.4: keep
+    the linear-layer outputs, recompute the rest). Unlocked for the caller to edit."""
+    c = base_config(preset)
+    if preset in TABLE2:
+        c.optimizer.peak_lr, tokens = TABLE2[preset]
+        c.train.steps = round(tokens / (c.train.global_batch_size * c.train.seq_len))
+    c.model.dtype = "bfloat16"
+    c.model.remat_policy = "save_linear"
     return c

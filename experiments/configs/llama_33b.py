@@ -1,14 +1,10 @@
-"""LLaMA-33B as in the paper (Table 2): peak LR 1.5e-4, 4M-token batches (2048 x 2048), 1.4T tokens."""
+"""LLaMA-33B as in the paper: Table 2's peak LR and 1.4T tokens in 4M-token batches (2048 x 2048)."""
 
-from experiments.configs.common import base_config
+from experiments.configs.common import paper_config
 
 
 def get_config():
-    c = base_config("llama_33b")
-    c.train.steps = 333_786  # 1.4T tokens / 4,194,304 tokens per step
-    c.optimizer.peak_lr = 1.5e-4
-    c.model.dtype = "bfloat16"  # float32 master weights, bfloat16 compute
-    c.model.remat_policy = "save_linear"  # the paper's activation checkpointing (§2.4)
+    c = paper_config("llama_33b")
     c.checkpoint.every_steps = 1000
     c.lock()
     return c
