@@ -62,7 +62,7 @@ class Stream:
         self._tf = tf
         self._dataset = dataset
         self._iterator = iter(dataset)
-        # `dataset` yields several batches at once (one iterator call per ~64 rows); the rows fetched but not
+        # `dataset` yields several batches at once (one iterator call per ~256 rows); the rows fetched but not
         # yet returned are part of the state.
         self.batch = batch
         self._pending: dict[str, np.ndarray] = {}
@@ -271,8 +271,6 @@ def _rows_fn(config, host, sp, threads) -> Callable:
 
 def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, process_count: int = 1) -> Stream:
     """The process-local training stream of `config`'s source mixture (see the module docstring)."""
-    import tensorflow as tf
-
     host, weights, specs, sp, threads, local_batch, corpus_dir = _setup(config, process_index, process_count)
     rows = _rows_fn(config, host, sp, threads)
     seed = int(config.seed)
@@ -281,9 +279,8 @@ def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, p
         pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, repeat=False), host)
         per_source.append(rows(spec, "train", i, config.data.shuffle_buffer, seed + 7919 * (i + 1), repeat=True))
     # Each host draws its own sequence of sources: the global batch mixes independent draws.
-    mixed = tf.data.Dataset.sample_from_datasets(per_source, weights=list(weights.values()),
-                                                 seed=seed * 1_000_003 + host.index, stop_on_empty_dataset=True)
-    batches_per_call = max(1, 64 // local_batch)
+    mixed = pipeline.mix(per_source, list(weights.values()), seed * 1_000_003 + host.index)
+    batches_per_call = max(1, 256 // local_batch)
     dataset = mixed.batch(local_batch * batches_per_call, drop_remainder=True).prefetch(2)
     return Stream(dataset.with_options(pipeline.options(threads)), batch=local_batch, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
                   bos=sp.bos_id(), eos=sp.eos_id(),

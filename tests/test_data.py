@@ -218,6 +218,21 @@ def test_the_report_prints_as_the_mixture_table(drawn):
     assert json.loads(json.dumps(report)) == report
 
 
+def test_the_mixture_draws_exactly_what_sample_from_datasets_draws():
+    import tensorflow as tf
+
+    weights = [w for w, _ in TABLE1.values()]
+    for seed in (0, 1_000_003 * 5 + 1):
+        def sources():  # element k of source i is i * 10**9 + k: the draws show which source and in what order
+            return [tf.data.Dataset.range(i * 10**9, (i + 1) * 10**9) for i in range(len(weights))]
+        n = 3 * pipeline.SELECTOR_BLOCK + 5  # across selector blocks
+        expected = tf.data.Dataset.sample_from_datasets(sources(), weights=weights, seed=seed,
+                                                        stop_on_empty_dataset=True)
+        drawn = pipeline.mix(sources(), weights, seed)
+        np.testing.assert_array_equal(next(drawn.batch(n).as_numpy_iterator()),
+                                      next(expected.batch(n).as_numpy_iterator()))
+
+
 def test_the_same_seed_gives_the_same_stream_and_another_seed_another(corpus_dir):
     import data_pipeline
 
