@@ -26,6 +26,9 @@ import numpy as np
 from data_pipeline import pipeline, sources
 from data_pipeline import tokenizer as tok
 
+# The version of the tf.data graph behind a saved state: an iterator state restores only into the same graph.
+# 2: mixture choices drawn in blocks (pipeline.mix), 128 documents per tokenizer call.
+STATE_VERSION = 2
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = str(REPO / ".cache" / "corpus")
 
@@ -104,7 +107,7 @@ class Stream:
         with tempfile.TemporaryDirectory() as tmp:
             self._tf.train.Checkpoint(iterator=self._iterator).write(f"{tmp}/iterator")
             stats = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self._stats.items()}
-            meta = json.dumps({"fingerprint": self.fingerprint, "stats": stats}).encode()
+            meta = json.dumps({"version": STATE_VERSION, "fingerprint": self.fingerprint, "stats": stats}).encode()
             with open(f"{tmp}/stream.json", "wb") as f:
                 f.write(meta)
             np.savez(f"{tmp}/pending.npz", **self._pending)
@@ -121,6 +124,10 @@ class Stream:
                 tar.extractall(tmp, filter="data")
             with open(f"{tmp}/stream.json") as f:
                 meta = json.load(f)
+            if meta.get("version", 1) != STATE_VERSION:
+                raise ValueError(f"the saved data stream state was written by version {meta.get('version', 1)} of "
+                                 f"the data pipeline's graph, this is version {STATE_VERSION}; resume from a "
+                                 "checkpoint written by this version or start a fresh workdir")
             if meta["fingerprint"] != self.fingerprint:
                 raise ValueError("the saved data stream state belongs to another data configuration (sources, "
                                  "weights, seed, seq_len, batch size, process index/count or tokenizer differ); "

@@ -8,10 +8,12 @@ embedded corpus's layout by the corpus builder's own writer, so that no test nee
 
 import ast
 import gzip
+import io
 import json
 import os
 import shutil
 import sysconfig
+import tarfile
 
 import numpy as np
 import pytest
@@ -259,6 +261,21 @@ def test_a_resumed_stream_continues_exactly_with_its_statistics(corpus_dir):
     other.train.seq_len = 16
     with pytest.raises(ValueError, match="another data configuration"):
         data_pipeline.train_stream(other).set_state(state)
+    with pytest.raises(ValueError, match="version 1 of the data pipeline's graph"):  # e.g. a checkpoint of older code
+        resumed.set_state(with_version(state, 1))
+
+
+def with_version(state: bytes, version: int) -> bytes:
+    """A saved stream state whose stream.json claims another version of the tf.data graph."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(state)) as saved, tarfile.open(fileobj=out, mode="w") as changed:
+        for member in saved.getmembers():
+            data = saved.extractfile(member).read()
+            if member.name == "stream.json":
+                data = json.dumps({**json.loads(data), "version": version}).encode()
+            member.size = len(data)
+            changed.addfile(member, io.BytesIO(data))
+    return out.getvalue()
 
 
 def test_hosts_read_disjoint_shares_that_cover_each_source(corpus_dir):
