@@ -442,3 +442,9 @@ def test_the_trainer_trains_on_the_mixture_and_a_resumed_run_sees_the_same_batch
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "5")
     resumed = train(config(5), str(tmp_path / "resumed"))  # restores step 3 and the stream state saved with it
     assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-6)
+    # Each metrics line carries the mixture as drawn so far: shares of the seven sources that sum to one.
+    from llama_jax.metrics import read_metrics
+
+    last = [r for r in read_metrics(str(tmp_path / "straight")) if "loss" in r][-1]
+    shares = {k: v for k, v in last.items() if k.startswith("mixture/") and k.endswith("/share")}
+    assert len(shares) == len(base_config("debug").data.weights) and sum(shares.values()) == pytest.approx(1.0)
