@@ -162,7 +162,9 @@ class LLaMA(nn.Module):
         check_positions(positions, cfg.max_seq_len)
 
         embedding = _param(self, "tok_embeddings", (cfg.vocab_size, cfg.dim), ("vocab", "embed"))
-        x = jnp.take(embedding, tokens, axis=0).astype(jnp.dtype(cfg.dtype))
+        # Look rows up in a table whole along `embed` (gathered over its FSDP shards): a gather cannot move the
+        # table's embed sharding onto the batch axis, and XLA would otherwise rematerialise the lookup in full.
+        x = jnp.take(constrain(embedding, ("vocab", None)), tokens, axis=0).astype(jnp.dtype(cfg.dtype))
         x = constrain(x, ("batch", "length", "embed"))
 
         block = TransformerBlock
