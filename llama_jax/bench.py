@@ -67,6 +67,11 @@ def peak_memory_bytes(device: jax.Device) -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
+def planned_bytes(memory) -> int:
+    """Device bytes XLA planned for one compiled step: arguments + outputs - donated (aliased) + temporaries."""
+    return memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+
+
 def measure(config, steps: int = 10, warmup: int = 2) -> dict:
     """Run `warmup` then `steps` training steps of `config` on all local devices; returns the figures."""
     from llama_jax import sharding, train_step
@@ -102,9 +107,7 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
     flops_per_s = tokens_per_s * flops.train_flops_per_token(model, config.train.seq_len)
     peak = flops.peak_flops(device.device_kind)
     peak_memory = peak_memory_bytes(device)
-    planned = None
-    if memory is not None:
-        planned = memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+    planned = None if memory is None else planned_bytes(memory)
     return {
         "device": device.device_kind,
         "devices": devices,
@@ -152,8 +155,7 @@ def fit(config) -> dict:
     mesh = sharding.make_mesh(config)
     compiled = train_step.make_train_step(config, mesh).lower(
         train_step.abstract_state(config, mesh), train_step.abstract_batch(config, mesh)).compile()
-    m = compiled.memory_analysis()
-    planned = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+    planned = planned_bytes(compiled.memory_analysis())
     stats = mesh.devices.flat[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     model = train_step.model_config(config)
