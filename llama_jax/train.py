@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from llama_jax import checkpoint, sharding
+from llama_jax import checkpoint, cli, sharding
 from llama_jax import train_step as ts
 from llama_jax.metrics import MetricsWriter, Throughput, plot_loss_curve
 
@@ -214,4 +214,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run_absl(main)
