@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[data,convert,tpu,dev]'
+	$(VENV)/bin/pip install -q -e '.[data,curation,convert,tpu,dev]'
 	touch $@
 
 test: install

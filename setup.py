@@ -24,6 +24,8 @@ EXTRAS = {
     "convert": ["torch==2.13.0", "safetensors>=0.4,<1"],
     # TPU ahead-of-time compilation from a CPU machine (libtpu).
     "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+    # Corpus curation on Apache Beam (data_pipeline.curation); runs beside the `data` extra (protobuf 6.33).
+    "curation": ["apache-beam>=2.77,<3", "warcio>=1.8,<2"],
     "dev": ["pytest>=8,<10", "ruff>=0.6", "transformers>=5,<6", "matplotlib>=3.8,<4"],
 }
 
