@@ -25,6 +25,7 @@ MAY_CHANGE = (
     "train.log_every",
     "train.eval_every",
     "train.eval_batches",
+    "evals.",
     "train.profile_step",
     "model.dtype",
     "model.remat_policy",

@@ -87,24 +87,36 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
 
 def plot_loss_curve(workdir: str) -> str:
-    """Draw training (and held-out) loss against tokens seen into WORKDIR/loss.png; returns the path."""
+    """Draw training and held-out loss against tokens seen into WORKDIR/loss.png, with a second panel of the
+    downstream accuracies (`eval/<task>/<acc...>`, the paper's Figure 2) when the run evaluated any; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = read_metrics(workdir)
-    train = [(r["tokens_seen"], r["loss"]) for r in records if "loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(*zip(*train, strict=True), label="train")
     eval_keys = sorted({k for r in records for k in r if k.startswith("eval/")})
-    for key in eval_keys:
+    accuracy_keys = [k for k in eval_keys if k.split("/")[-1] in ("acc", "acc_norm", "acc_ratio", "exact_match")]
+    fig, axes = plt.subplots(1, 2 if accuracy_keys else 1, figsize=(13 if accuracy_keys else 7, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    train = [(r["tokens_seen"], r["loss"]) for r in records if "loss" in r]
+    ax.plot(*zip(*train, strict=True), label="train")
+    for key in (k for k in eval_keys if k.endswith("/loss")):
         points = [(r["tokens_seen"], r[key]) for r in records if key in r]
         ax.plot(*zip(*points, strict=True), marker="o", label=f"held-out {key.split('/')[1]}")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("next-token cross-entropy (nats)")
     ax.grid(alpha=0.3)
     ax.legend()
+    if accuracy_keys:
+        ax = axes[0, 1]
+        for key in accuracy_keys:
+            points = [(r["tokens_seen"], r[key]) for r in records if key in r]
+            ax.plot(*zip(*points, strict=True), marker="o", label=key.removeprefix("eval/"))
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel("zero-shot accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
     path = os.path.join(workdir, "loss.png")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from llama_jax import checkpoint, cli, sharding
 from llama_jax import train_step as ts
+from llama_jax.evaluators.suite import Suite
 from llama_jax.metrics import MetricsWriter, Throughput, plot_loss_curve
 
 
@@ -42,18 +43,6 @@ def data_streams(config) -> tuple[Iterator, Callable[[], dict[str, Iterable]]]:
         raise ValueError(f"data.source={config.data.source!r} is not 'mixture' or 'synthetic'")
     where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     return source.train_stream(config, **where), lambda: source.eval_streams(config, **where)
-
-
-def evaluate(eval_step, params, streams: dict[str, Iterable], config, mesh) -> dict[str, float]:
-    """Mean held-out loss per source over `train.eval_batches` batches: {'eval/<source>/loss': nats}."""
-    results = {}
-    for name, stream in streams.items():
-        total, count = 0.0, 0.0
-        for _, batch in zip(range(config.train.eval_batches), stream, strict=False):
-            loss_sum, n = jax.device_get(eval_step(params, ts.device_batch(batch, config, mesh)))
-            total, count = total + float(loss_sum), count + float(n)
-        results[f"eval/{name}/loss"] = total / max(count, 1.0)
-    return results
 
 
 def mixture_metrics(report: dict) -> dict[str, float]:
@@ -110,7 +99,7 @@ def train(config, workdir: str) -> dict[str, float]:
     target = ts.abstract_state(config, mesh)
     restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
     stream, make_eval_streams = data_streams(config)
-    eval_streams = None  # built at the first evaluation
+    evals = Suite(config, mesh, make_eval_streams)  # config.evals: tasks resolved (and built) before training starts
     if restored is None:
         state = ts.init_state(config, mesh, jax.random.PRNGKey(config.seed))
     else:
@@ -121,7 +110,6 @@ def train(config, workdir: str) -> dict[str, float]:
 
     compile_start = time.perf_counter()
     train_step = ts.make_train_step(config, mesh).lower(target, ts.abstract_batch(config, mesh)).compile()
-    eval_step = ts.make_eval_step(config, mesh)
     logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
     writer = MetricsWriter(workdir, enabled=is_main, start_step=start)
@@ -158,10 +146,8 @@ def train(config, workdir: str) -> dict[str, float]:
                 throughput.reset()
             if done == config.train.steps or manager.should_save(done):  # get_state() only when it is saved
                 checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
-            if done % config.train.eval_every == 0 or done == config.train.steps:
-                eval_streams = eval_streams or make_eval_streams()
-                evaluation = evaluate(eval_step, state.params, eval_streams, config, mesh)
-                writer.write(done, {"tokens_seen": done * tokens_per_step, **evaluation})
+            if evals.due(done):
+                writer.write(done, {"tokens_seen": done * tokens_per_step, **evals(state.params)})
     progress.close()
     manager.wait_until_finished()
     manager.close()

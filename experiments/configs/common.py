@@ -52,6 +52,16 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.train.eval_batches = 8
     c.train.profile_step = -1  # >= 0: write a profiler trace of that step into WORKDIR/profile
 
+    # Evaluations during training (llama_jax.evaluators), logged as eval/<task>/<metric>: `heldout` (loss per
+    # source on train.eval_batches batches), the offline set built from the corpus's held-out split
+    # (`next_sentence`, `cloze`), the paper's benchmarks (`boolq`, ..., files in evals.task_dir) or .jsonl paths.
+    c.evals = ml_collections.ConfigDict()
+    c.evals.tasks = ("heldout",)
+    c.evals.every = 0  # steps between evaluations (and after the last step); 0 means train.eval_every
+    c.evals.max_items = 0  # items per task (its first ones); 0 means all
+    c.evals.rows = 8  # packed rows per scoring batch
+    c.evals.task_dir = ""  # "" means beside the corpus: .cache/tasks for the embedded one
+
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.peak_lr = 3.0e-4
     c.optimizer.warmup_steps = 2000

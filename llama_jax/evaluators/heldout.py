@@ -1,0 +1,28 @@
+"""Held-out loss per source: next-token cross-entropy on the first `train.eval_batches` batches of each source's
+validation split (the data pipeline's `eval_streams`), the same batches at every evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import jax
+
+from llama_jax import train_step as ts
+
+
+def evaluate(eval_step, params, streams: dict[str, Iterable], config, mesh) -> dict[str, float]:
+    """Mean held-out loss per source over `train.eval_batches` batches: {'eval/<source>/loss': nats}."""
+    results = {}
+    for name, stream in streams.items():
+        total, count = 0.0, 0.0
+        for _, batch in zip(range(config.train.eval_batches), stream, strict=False):
+            loss_sum, n = jax.device_get(eval_step(params, ts.device_batch(batch, config, mesh)))
+            total, count = total + float(loss_sum), count + float(n)
+        results[f"eval/{name}/loss"] = total / max(count, 1.0)
+    return results
+
+
+def with_perplexity(losses: dict[str, float]) -> dict[str, float]:
+    """`losses` ({'eval/<source>/loss': nats}) with each source's perplexity exp(loss) beside it."""
+    return {**losses, **{key.removesuffix("/loss") + "/perplexity": math.exp(value) for key, value in losses.items()}}

@@ -1,0 +1,66 @@
+"""Shared by the evaluation tests: a SentencePiece tokenizer trained on real text, its Hugging Face twin, and a
+small corpus laid out as data_pipeline.corpus writes one. The text is the Python documentation that ships with
+the standard library (pydoc_data), so it is real prose and present on every machine."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+VOCAB = 384  # 256 byte pieces, 3 control pieces and 125 merges
+
+
+def real_text() -> list[str]:
+    """The Python language reference's topics, one document each (about 460 kB of prose and examples)."""
+    import pydoc_data.topics
+
+    return [pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics)]
+
+
+def train_sentencepiece(path: str, vocab_size: int = VOCAB) -> str:
+    """A BPE SentencePiece model with the corpus tokenizer's settings (data_pipeline.corpus), written to `path`."""
+    import sentencepiece as spm
+
+    lines = [line for doc in real_text() for line in doc.split("\n") if line.strip()]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size, split_digits=True,
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, minloglevel=2)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return path
+
+
+def save_hf_tokenizer(sentencepiece_path: str, out_dir: str) -> str:
+    """The SentencePiece model as a Hugging Face LlamaTokenizer directory (vocabulary and merges taken through the
+    sentencepiece API: transformers' own converter needs a protobuf runtime this venv does not have)."""
+    import sentencepiece as spm
+    import transformers
+    from transformers.convert_slow_tokenizer import generate_merges
+
+    sp = spm.SentencePieceProcessor(model_file=sentencepiece_path)
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    tokenizer = transformers.LlamaTokenizer(vocab=vocab, merges=generate_merges(vocab), unk_token="<unk>",
+                                            bos_token="<s>", eos_token="</s>", add_bos_token=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def write_corpus(root: str, sources: dict[str, list[str]], train_text: str = "") -> str:
+    """A corpus directory as data_pipeline.corpus lays it out: <source>/validation-00000-of-00001.jsonl with
+    `sources`' documents, a train shard holding `train_text`, and a manifest."""
+    manifest = {"version": 0, "sources": {}}
+    for source, docs in sources.items():
+        os.makedirs(os.path.join(root, source), exist_ok=True)
+        splits = {}
+        for split, texts in (("validation", docs), ("train", [train_text] if train_text else [])):
+            path = os.path.join(root, source, f"{split}-00000-of-00001.jsonl")
+            with open(path, "w") as f:
+                f.writelines(json.dumps({"id": f"{source}/{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+            splits[split] = {"docs": len(texts), "shards": [{"path": os.path.relpath(path, root), "bytes": os.path.getsize(path)}]}
+        manifest["sources"][source] = {"splits": splits}
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return root
