@@ -55,14 +55,12 @@ def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, dim1 // n_heads // 2, dim2).swapaxes(1, 2).reshape(dim1, dim2)
 
 
-def config_from_hf(fields: dict[str, Any]) -> ModelConfig:
-    """ModelConfig for a LlamaForCausalLM config.json dict; features our model lacks are errors."""
+def config_from_hf(fields: dict[str, Any], where: str = "config.json") -> ModelConfig:
+    """ModelConfig for a LlamaForCausalLM config.json dict (read from `where`); features our model lacks are errors."""
     if fields.get("model_type") != "llama":
-        raise ValueError(f"config.json has model_type={fields.get('model_type')!r}; only 'llama' converts")
+        raise ValueError(f"{where} has model_type={fields.get('model_type')!r}; only 'llama' converts")
     required = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-    missing = [k for k in required if k not in fields]
-    if missing:
-        raise ValueError(f"config.json lacks {missing}")
+    layout.require_fields(fields, required, where)
     unsupported = {
         "hidden_act": (fields.get("hidden_act", "silu"), "silu"),
         "attention_bias": (fields.get("attention_bias", False), False),
@@ -72,10 +70,10 @@ def config_from_hf(fields: dict[str, Any]) -> ModelConfig:
     }
     for key, (given, supported) in unsupported.items():
         if given != supported:
-            raise ValueError(f"config.json has {key}={given!r}; the LLaMA architecture here needs {supported!r}")
+            raise ValueError(f"{where} has {key}={given!r}; the LLaMA architecture here needs {supported!r}")
     rope = fields.get("rope_parameters") or fields.get("rope_scaling") or {}  # transformers 5 / 4.x
     if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise ValueError(f"config.json asks for rope scaling {rope}; only plain RoPE ('default') is implemented")
+        raise ValueError(f"{where} asks for rope scaling {rope}; only plain RoPE ('default') is implemented")
     heads, kv_heads = fields["num_attention_heads"], fields.get("num_key_value_heads") or fields["num_attention_heads"]
     config = ModelConfig(
         dim=fields["hidden_size"],
@@ -123,20 +121,29 @@ def load_hf(path: str, *, dtype: str = "float32", scan_layers: bool = True):
 
     Tied embeddings (`tie_word_embeddings: true`, no `lm_head.weight`) are untied by copying the embedding
     into `output`: the same function, with the untied layout of the paper's model."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory: {config_file} is missing")
-    with open(config_file) as f:
-        fields = json.load(f)
-    config = config_from_hf(fields).replace(scan_layers=scan_layers, param_dtype=dtype)
+    fields = layout.read_json(config_file)
+    config = config_from_hf(fields, config_file).replace(scan_layers=scan_layers, param_dtype=dtype)
     tied = fields.get("tie_word_embeddings", False)
 
     with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(safe_open(file, framework="np")) for file in _safetensors_files(path)]
-        handle_of = {name: handle for handle in handles for name in handle.keys()
-                     if not name.endswith("rotary_emb.inv_freq")}  # a buffer older transformers saved
+        handle_of, file_of = {}, {}
+        for file in _safetensors_files(path):
+            try:
+                handle = stack.enter_context(safe_open(file, framework="np"))
+            except SafetensorError as e:
+                raise ValueError(f"{file} is not a readable safetensors file ({e}); it may be truncated or "
+                                 "corrupted: copy it again from its source") from e
+            for name in handle.keys():
+                if name.endswith("rotary_emb.inv_freq"):  # a buffer older transformers saved
+                    continue
+                if name in file_of:
+                    raise ValueError(f"tensor {name} is in both {file_of[name]} and {file}; keep one copy")
+                handle_of[name], file_of[name] = handle, file
         expected = {hf_name(name) for name in layout.meta_names(config)}
         if tied and "lm_head.weight" not in handle_of:
             expected.discard("lm_head.weight")
@@ -148,7 +155,7 @@ def load_hf(path: str, *, dtype: str = "float32", scan_layers: bool = True):
                 if source not in handle_of:  # a tied lm_head, the one name check_names lets be absent
                     source = "model.embed_tokens.weight"
                 tensor = handle_of[source].get_tensor(source)
-                layout.check_shape(source, tensor.shape, layout.meta_shape(config, name), path)
+                layout.check_shape(source, tensor.shape, layout.meta_shape(config, name), file_of[source])
                 yield name, _rotate_half_rows(config, name, tensor, unpermute)
 
         return config, layout.build_params(config, tensors(), dtype, path)
@@ -198,8 +205,10 @@ def _safetensors_files(path: str) -> list[str]:
     """Paths of a model directory's safetensors: those its index names, or the single `model.safetensors`."""
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
-        with open(index) as f:
-            files = [os.path.join(path, file) for file in sorted(set(json.load(f)["weight_map"].values()))]
+        weight_map = layout.read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no \"weight_map\" of tensor names to files")
+        files = [os.path.join(path, file) for file in sorted(set(weight_map.values()))]
     elif os.path.isfile(os.path.join(path, "model.safetensors")):
         files = [os.path.join(path, "model.safetensors")]
     else:

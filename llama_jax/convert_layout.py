@@ -9,6 +9,7 @@ checkpoint needs about one copy of the weights in host memory.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -63,6 +64,25 @@ def meta_shape(config: ModelConfig, name: str) -> tuple[int, ...]:
         "ffn_norm.weight": (d,),
     }
     return shapes[split_layer(name)[1]]
+
+
+def read_json(path: str) -> dict[str, Any]:
+    """The JSON object in the config file `path`; a file that is not one is an error naming it."""
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore the file that came with the checkpoint") from e
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path} holds a JSON {type(fields).__name__}, not an object of model fields")
+    return fields
+
+
+def require_fields(fields: Mapping[str, Any], required: Iterable[str], where: str) -> None:
+    """Raise naming the fields of `required` that the config file `where` lacks (no default stands in for them)."""
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise ValueError(f"{where} lacks the required field(s) {missing}; it states {sorted(fields)}")
 
 
 def check_names(found: Iterable[str], expected: Iterable[str], where: str) -> None:

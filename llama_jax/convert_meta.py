@@ -4,7 +4,8 @@ The reference (facebookresearch/llama) splits each Linear over ranks with fairsc
 (wq, wk, wv, w1, w3, output) splits output rows (dim 0), RowParallelLinear (wo, w2) input columns (dim 1),
 ParallelEmbedding the embedding columns (dim 1; Llama 3's VocabParallelEmbedding splits rows, told apart by
 shape); norms are replicated. The LLaMA-1 files also hold `rope.freqs` buffers, which are not parameters.
-torch is imported only inside these functions, and only with `weights_only=True` (no pickled code runs).
+torch is imported only inside these functions, and only with `weights_only=True`: a pickle that names anything
+but tensors is refused before any of it runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,8 @@ PARAMS_FIELDS = (
     "dim", "multiple_of", "n_heads", "n_layers", "norm_eps", "vocab_size", "n_kv_heads", "ffn_dim_multiplier",
     "rope_theta",
 )
-DEFAULT_VOCAB_SIZE = 32000  # the LLaMA tokenizer's; the LLaMA-1 params.json says -1 ("ask the tokenizer")
+# The reference's ModelArgs has defaults for these, which differ between releases: a file must state them.
+REQUIRED_FIELDS = ("dim", "n_layers", "n_heads", "multiple_of", "norm_eps")
 SHARD_AXIS = {
     "tok_embeddings.weight": 1,
     "output.weight": 0,
@@ -39,14 +42,19 @@ SHARD_AXIS = {
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 
-def config_from_params_json(fields: dict[str, Any], tokenizer_dirs: tuple[str, ...] = ()) -> ModelConfig:
-    """ModelConfig for a params.json dict; vocab_size -1 is read from a `tokenizer.model` in `tokenizer_dirs`."""
+def config_from_params_json(fields: dict[str, Any], vocab_size: int | None = None, where: str = "params.json",
+                            ) -> ModelConfig:
+    """ModelConfig for a params.json dict. Its vocab_size may be -1 or absent ("ask the tokenizer", LLaMA-1 and 2):
+    then `vocab_size` (load_meta: the embedding's rows) gives it."""
     unknown = sorted(set(fields) - set(PARAMS_FIELDS))
     if unknown:
-        raise ValueError(f"params.json has field(s) {unknown} that this converter does not know; known: {PARAMS_FIELDS}")
+        raise ValueError(f"{where} has field(s) {unknown} that this converter does not know; known: {PARAMS_FIELDS}")
+    layout.require_fields(fields, REQUIRED_FIELDS, where)
     fields = {k: v for k, v in fields.items() if v is not None}
     if fields.get("vocab_size", -1) == -1:
-        fields["vocab_size"] = _tokenizer_vocab_size(tokenizer_dirs)
+        if vocab_size is None:
+            raise ValueError(f"{where} has vocab_size -1 (the tokenizer's): give the vocabulary size")
+        fields["vocab_size"] = vocab_size
     return ModelConfig(**fields)
 
 
@@ -76,26 +84,26 @@ def params_json(config: ModelConfig) -> dict[str, Any]:
 def load_meta(path: str, *, dtype: str = "float32", scan_layers: bool = True, max_seq_len: int = 2048):
     """(ModelConfig, params) from a Meta checkpoint directory; params are host arrays of `dtype`, stacked for
     `nn.scan` when `scan_layers`. params.json does not state the context length: pass `max_seq_len`."""
-    import torch
-
     params_file = os.path.join(path, "params.json")
     shard_files = sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
     if not os.path.isfile(params_file) or not shard_files:
         raise FileNotFoundError(f"{path} is not a Meta checkpoint: it needs params.json and consolidated.NN.pth files")
-    with open(params_file) as f:
-        fields = json.load(f)
-    config = config_from_params_json(fields, (path, os.path.dirname(os.path.abspath(path))))
+    fields = layout.read_json(params_file)
+    layout.require_fields(fields, REQUIRED_FIELDS, params_file)  # before reading gigabytes
+    shards = [_load_shard(file) for file in shard_files]
+    vocab_size = None
+    if fields.get("vocab_size", -1) == -1:  # the reference asks the tokenizer; the embedding's rows are the truth
+        vocab_size = _embedding_rows(shards, shard_files, fields["dim"])
+        _check_tokenizer(vocab_size, (path, os.path.dirname(os.path.abspath(path))))
+    config = config_from_params_json(fields, vocab_size, params_file)
     config = config.replace(scan_layers=scan_layers, max_seq_len=max_seq_len, param_dtype=dtype)
-
-    # mmap: tensors stay on disk until a merge reads them, so only the converted copy lives in memory.
-    shards = [torch.load(f, map_location="cpu", weights_only=True, mmap=True) for f in shard_files]
     for file, state in zip(shard_files, shards, strict=True):
         layout.check_names(_parameter_names(state), layout.meta_names(config), file)
 
     def merged_tensors():
         for name in layout.meta_names(config):
             parts = [state.pop(name) for state in shards]  # drop each shard's reference as soon as it is read
-            yield name, _to_numpy(_merge(config, name, parts))
+            yield name, _to_numpy(_merge(config, name, parts, shard_files))
 
     return config, layout.build_params(config, merged_tensors(), dtype, path)
 
@@ -125,21 +133,79 @@ def _parameter_names(state: dict) -> list[str]:
     return [name for name in state if not name.endswith("rope.freqs")]
 
 
-def _merge(config: ModelConfig, name: str, parts: list):
-    """One tensor from its model-parallel parts (torch tensors)."""
+def _load_shard(file: str) -> dict:
+    """One consolidated.NN.pth, memory-mapped (tensors stay on disk until a merge reads them, so only the converted
+    copy lives in memory); a file that holds anything but tensors, or that is cut short, is an error naming it."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global before calling anything
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        culprit = f" ({found.group(1)})" if found else ""
+        raise ValueError(
+            f"{file} asks to run code{culprit} while loading: refused, nothing of it ran. A Meta checkpoint holds "
+            "only tensors; get the file from its source again"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(
+            f"{file} is not a readable PyTorch checkpoint ({str(e).splitlines()[0]}); it may be truncated or "
+            "corrupted: copy it again from its source"
+        ) from e
+
+
+def _embedding_rows(shards: list[dict], files: list[str], dim: int) -> int:
+    """The vocabulary size the tok_embeddings.weight shards hold, whichever dimension they split."""
+    name = "tok_embeddings.weight"
+    missing = [file for file, state in zip(files, shards, strict=True) if name not in state]
+    if missing:
+        raise ValueError(f"{missing[0]}: missing tensor(s) {name}")
+    elements = sum(state[name].numel() for state in shards)
+    if elements % dim:
+        shapes = [tuple(state[name].shape) for state in shards]
+        raise ValueError(f"{name} in {files} has shapes {shapes}, which do not hold rows of dim={dim}")
+    return elements // dim
+
+
+def _check_tokenizer(vocab_size: int, dirs: tuple[str, ...]) -> None:
+    """Raise when the first `tokenizer.model` found in `dirs` has another vocabulary than the embedding."""
+    for directory in dirs:
+        file = os.path.join(directory, "tokenizer.model")
+        if os.path.isfile(file):
+            import sentencepiece
+
+            try:
+                pieces = sentencepiece.SentencePieceProcessor(model_file=file).vocab_size()
+            except (RuntimeError, OSError) as e:
+                raise ValueError(f"{file} is not a SentencePiece model ({e}); the checkpoint's vocab_size -1 "
+                                 "refers to it") from e
+            if pieces != vocab_size:
+                raise ValueError(f"{file} has {pieces} pieces but the checkpoint's tok_embeddings.weight has "
+                                 f"{vocab_size} rows: the tokenizer belongs to another model")
+            return
+
+
+def _merge(config: ModelConfig, name: str, parts: list, files: list[str]):
+    """One tensor from its model-parallel parts (torch tensors) read from `files`."""
     import torch
 
     kind = layout.split_layer(name)[1]
     axis = SHARD_AXIS.get(kind)
+    shapes = [tuple(p.shape) for p in parts]
     if axis is None or len(parts) == 1:
+        if len(set(shapes)) > 1:
+            raise ValueError(f"tensor {name} is replicated but has shapes {shapes} in {files}: the shards are of "
+                             "different models")
         return parts[0]
     if kind == "tok_embeddings.weight" and parts[0].shape[0] * len(parts) == config.vocab_size:
         axis = 0  # Llama 3: VocabParallelEmbedding splits the vocabulary
     try:
         return torch.cat(parts, dim=axis)
     except RuntimeError as e:
-        shapes = [tuple(p.shape) for p in parts]
-        raise ValueError(f"tensor {name}: shard shapes {shapes} do not concatenate along dim {axis}: {e}") from e
+        raise ValueError(f"tensor {name}: shard shapes {shapes} in {files} do not concatenate along dim {axis}; "
+                         "the shards are of different models or one is damaged") from e
 
 
 def _to_numpy(tensor) -> np.ndarray:
@@ -158,13 +224,3 @@ def _check_divisible(config: ModelConfig, shards: int) -> None:
     if bad:
         raise ValueError(f"shards={shards} must be positive and divide {bad} to split as the reference does")
 
-
-def _tokenizer_vocab_size(dirs: tuple[str, ...]) -> int:
-    """Vocabulary of the first `tokenizer.model` found in `dirs`, else the LLaMA tokenizer's 32000."""
-    for directory in dirs:
-        file = os.path.join(directory, "tokenizer.model")
-        if os.path.isfile(file):
-            import sentencepiece
-
-            return sentencepiece.SentencePieceProcessor(model_file=file).vocab_size()
-    return DEFAULT_VOCAB_SIZE

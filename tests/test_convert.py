@@ -168,7 +168,7 @@ def test_meta_checkpoint_gives_transformers_logits(hf_models, tmp_path, name, n_
     np.testing.assert_array_equal(ours.argmax(-1), reference.argmax(-1))
 
 
-def test_meta_vocab_size_minus_one_is_read_from_the_tokenizer(hf_models, tmp_path):
+def test_meta_vocab_size_minus_one_is_the_embedding_rows_checked_against_a_tokenizer(hf_models, tmp_path):
     import io
 
     import sentencepiece
@@ -178,10 +178,16 @@ def test_meta_vocab_size_minus_one_is_read_from_the_tokenizer(hf_models, tmp_pat
     sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(words), model_writer=model_bytes,
                                              vocab_size=VOCAB, model_type="bpe", minloglevel=2)
     (tmp_path / "tokenizer.model").write_bytes(model_bytes.getvalue())  # the parent of the checkpoint, as Meta ships
-    path = _write_meta(tmp_path / "7B", "mha", hf_models["mha"][1], 1, vocab_size=-1)
-    assert convert.load_meta(path)[0].vocab_size == VOCAB
-    os.remove(tmp_path / "tokenizer.model")  # no tokenizer: the LLaMA vocabulary, which these tensors contradict
-    with pytest.raises(ValueError, match=r"tok_embeddings.weight has shape \(128, 64\).*\(32000, 64\)"):
+    path = _write_meta(tmp_path / "7B", "mha", hf_models["mha"][1], 2, vocab_size=-1)
+    assert convert.load_meta(path)[0].vocab_size == VOCAB  # the tokenizer agrees with the embedding
+    os.remove(tmp_path / "tokenizer.model")  # no tokenizer: the embedding's rows are the vocabulary
+    config, params = convert.load_meta(path)
+    assert config.vocab_size == VOCAB
+    np.testing.assert_allclose(_our_logits(config, params), hf_models["mha"][2], atol=1e-4, rtol=0)
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(words), model_prefix=str(tmp_path / "tokenizer"),
+                                             vocab_size=VOCAB - 28, model_type="bpe", minloglevel=2)
+    with pytest.raises(ValueError, match=r"tokenizer.model has 100 pieces but the checkpoint's tok_embeddings.weight "
+                                         r"has 128 rows"):
         convert.load_meta(path)
 
 
@@ -326,3 +332,115 @@ def test_existing_output_directory_is_never_overwritten(hf_models, tmp_path):
         with pytest.raises(FileExistsError, match="out already exists"):
             save(config, params, str(tmp_path / "out"))
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
+
+
+# Hostile and broken files: refused with an error that names the file, before anything in them runs.
+
+
+class _CreatesAFile:
+    """A pickled object whose unpickling would call open(marker, "w"): the classic __reduce__ payload."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_pickle_payload_is_refused_before_it_runs(hf_models, tmp_path):
+    path = _write_meta(tmp_path / "meta", "mha", hf_models["mha"][1], 1)
+    shard, marker = os.path.join(path, "consolidated.00.pth"), str(tmp_path / "payload_ran")
+    state = torch.load(shard, weights_only=True)
+    state["layers.0.attention.inner_attention.rope.freqs"] = _CreatesAFile(marker)
+    torch.save(state, shard)
+    with pytest.raises(ValueError, match=r"consolidated.00.pth asks to run code \((io|builtins).open\).*refused"):
+        convert.load_meta(path)
+    assert not os.path.exists(marker)
+    torch.load(shard, weights_only=False)  # the payload is live: an unsafe load runs it
+    assert os.path.exists(marker)
+
+
+def test_a_pth_cut_short_is_named(hf_models, tmp_path):
+    path = _write_meta(tmp_path / "meta", "mha", hf_models["mha"][1], 2)
+    shard = os.path.join(path, "consolidated.01.pth")
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    with pytest.raises(ValueError, match=r"consolidated.01.pth is not a readable PyTorch checkpoint.*truncated"):
+        convert.load_meta(path)
+
+
+def test_meta_shards_that_disagree_are_named(hf_models, tmp_path):
+    path = _write_meta(tmp_path / "meta", "mha", hf_models["mha"][1], 2)
+    shard = os.path.join(path, "consolidated.01.pth")
+    state = torch.load(shard, weights_only=True)
+    state["layers.1.attention.wq.weight"] = state["layers.1.attention.wq.weight"][:, :48].clone()
+    torch.save(state, shard)
+    with pytest.raises(ValueError, match=r"layers.1.attention.wq.weight: shard shapes \[\(32, 64\), \(32, 48\)\] "
+                                         r"in \[.*consolidated.00.pth.*consolidated.01.pth'\]"):
+        convert.load_meta(path)
+    state = torch.load(shard, weights_only=True)
+    state["layers.1.attention.wq.weight"] = torch.zeros(32, 64)
+    state["norm.weight"] = torch.ones(32)  # a replicated tensor of another model
+    torch.save(state, shard)
+    with pytest.raises(ValueError, match=r"norm.weight is replicated but has shapes \[\(64,\), \(32,\)\]"):
+        convert.load_meta(path)
+
+
+def test_params_json_that_is_not_json_is_named(hf_models, tmp_path):
+    path = _write_meta(tmp_path / "meta", "mha", hf_models["mha"][1], 1)
+    (tmp_path / "meta" / "params.json").write_text('{"dim": 64, "n_layers": 2,')
+    with pytest.raises(ValueError, match=r"meta/params.json is not valid JSON"):
+        convert.load_meta(path)
+
+
+@pytest.mark.parametrize("field", ["dim", "n_layers", "n_heads", "norm_eps"])
+def test_params_json_without_a_required_field_is_named(hf_models, tmp_path, field):
+    """No ModelConfig default stands in for a missing field (dim 512, 8 layers, ...)."""
+    path = _write_meta(tmp_path / "meta", "mha", hf_models["mha"][1], 1)
+    fields = json.loads((tmp_path / "meta" / "params.json").read_text())
+    del fields[field]
+    (tmp_path / "meta" / "params.json").write_text(json.dumps(fields))
+    with pytest.raises(ValueError, match=rf"params.json lacks the required field\(s\) \['{field}'\]"):
+        convert.load_meta(path)
+
+
+@pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"])
+def test_hf_config_without_a_required_field_is_named(hf_models, tmp_path, field):
+    path = _edited_hf_copy(hf_models["mha"][0], tmp_path / "m", lambda t: None)
+    fields = json.loads((tmp_path / "m" / "config.json").read_text())
+    del fields[field]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(fields))
+    with pytest.raises(ValueError, match=rf"m/config.json lacks the required field\(s\) \['{field}'\]"):
+        convert.load_hf(path)
+    (tmp_path / "m" / "config.json").write_text("not json")
+    with pytest.raises(ValueError, match=r"m/config.json is not valid JSON"):
+        convert.load_hf(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_damaged_safetensors_file_is_named(hf_models, tmp_path, damage):
+    path = _edited_hf_copy(hf_models["mha"][0], tmp_path / "m", lambda t: None)
+    file = os.path.join(path, "model.safetensors")
+    with open(file, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(os.path.getsize(file) - 1000)
+        else:
+            f.seek(8)
+            f.write(b"garbage!")
+    with pytest.raises(ValueError, match=r"m/model.safetensors is not a readable safetensors file"):
+        convert.load_hf(path)
+
+
+def test_an_index_naming_missing_or_no_files_is_named(hf_models, tmp_path):
+    config, params = convert.load_hf(hf_models["mha"][0])
+    out = tmp_path / "hf"
+    convert.save_hf(config, params, str(out), dtype="float32", max_shard_bytes=100_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    first = sorted(set(index["weight_map"].values()))[0]
+    os.remove(out / first)
+    with pytest.raises(FileNotFoundError, match=rf"model.safetensors.index.json names safetensors files that do not "
+                                                rf"exist: \['.*{first}'\]"):
+        convert.load_hf(str(out))
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(ValueError, match=r"model.safetensors.index.json has no \"weight_map\""):
+        convert.load_hf(str(out))
