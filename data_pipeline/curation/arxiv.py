@@ -15,7 +15,9 @@ The rules are RedPajama v1's `arxiv_cleaner.py` (the public reproduction of LLaM
   preamble does not start the text. And the back matter is cut before the preamble, so a file that opens with
   `\\appendix` (an `appendix.tex` of a multi-file paper) is cut whole, not kept from its first `\\section` on.
 As in RedPajama, a paper's several `.tex` files are cleaned one by one and joined with "\\n" (a file with no
-section header contributes nothing); macros defined in any file are expanded in all of them.
+section header contributes nothing); macros defined in any file are expanded in all of them. Also as in RedPajama,
+the cuts are per file: an appendix kept in its own file after the main file's `\\appendix` survives (following
+`\\input` order to cut across files would need the paper flattened first, as latexpand does).
 
 Raw formats (`read`): `.tex`, `.tex.gz`, and tarballs (`.tar`, `.tar.gz`, `.tgz`) holding the `.tex` files of
 one paper (members in archive order), or JSON lines (`*.jsonl`, `*.jsonl.gz`). A paper of several files carries
@@ -89,8 +91,8 @@ def cut_back_matter(tex: str, patterns: tuple[str, ...] = Config.back_matter) ->
     return tex[:match.start()] if match else tex
 
 
-_NEWCOMMAND = re.compile(r"\\newcommand\*?\s*(?:\{\s*\\([A-Za-z]+)\s*\}|\\([A-Za-z]+))\s*")
-_DEF = re.compile(r"\\def\s*\\([A-Za-z]+)\s*")
+# \newcommand{\x}, \newcommand*\x, \def\x: the name, then what follows must be the body's brace (no arguments).
+_DEFINITION = re.compile(r"\\newcommand\*?\s*(?:\{\s*\\([A-Za-z]+)\s*\}|\\([A-Za-z]+))\s*|\\def\s*\\([A-Za-z]+)\s*")
 
 
 def _braced(tex: str, start: int) -> int | None:
@@ -113,16 +115,15 @@ def macro_definitions(tex: str) -> dict[str, tuple[str, list[tuple[int, int]]]]:
     name (without backslash) -> (body, spans of its definitions in `tex`). A macro with parameters
     (`\\newcommand{\\x}[1]{...}`, `\\def\\x#1{...}`) is not one; a later definition replaces an earlier one."""
     found: dict[str, tuple[str, list[tuple[int, int]]]] = {}
-    for pattern in (_NEWCOMMAND, _DEF):
-        for match in pattern.finditer(tex):
-            name = match.group(1) or (match.group(2) if pattern is _NEWCOMMAND else None)
-            if not name or not tex.startswith("{", match.end()):
-                continue  # `[n]` arguments or `#1` parameters follow the name
-            end = _braced(tex, match.end())
-            if end is None:
-                continue
-            spans = found.get(name, ("", []))[1]
-            found[name] = (tex[match.end() + 1:end - 1], [*spans, (match.start(), end)])
+    for match in _DEFINITION.finditer(tex):
+        if not tex.startswith("{", match.end()):
+            continue  # `[n]` arguments or `#1` parameters follow the name
+        end = _braced(tex, match.end())
+        if end is None:
+            continue
+        name = match.group(1) or match.group(2) or match.group(3)
+        spans = found.get(name, ("", []))[1]
+        found[name] = (tex[match.end() + 1:end - 1], [*spans, (match.start(), end)])
     return found
 
 

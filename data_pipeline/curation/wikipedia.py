@@ -5,7 +5,7 @@ XML dumps, wikitext turned into plain text with mwparserfromhell as the Hugging 
 Markup removal follows the HF builder's `_parse_and_clean_wikicode`: links become their text, links to files and
 images go, `<ref>` and tables go, templates and comments go (mwparserfromhell's `strip_code`), magic words
 (`__NOTOC__`) go; unlike the builder, category links go too (it kept their names as text) and so do
-interlanguage links. Stubs: Dolma (Soldaini et al. 2024, §8) removes Wikipedia pages of 25 or fewer words,
+interlanguage links. Stubs: Dolma (Soldaini et al. 2024) removes Wikipedia pages of 25 or fewer words,
 "short, templated pages ... or XML parsing errors". Disambiguation pages are recognised by the templates that
 mark them (`{{Disambiguation}}`, `{{Homonymie}}`, `{{Desambiguación}}`, ...).
 
@@ -60,7 +60,7 @@ class Config:
     removed_tags: tuple[str, ...] = ("ref", "table")
     # The templates that mark a disambiguation page on en/fr/es Wikipedia (and their common redirects).
     disambiguation_templates: tuple[str, ...] = ("disambiguation", "disambig", "dab", "disamb", "hndis", "geodis",
-                                                 "homonymie", "desambiguación", "desambiguacion", "des")
+                                                 "homonymie", "desambiguación", "desambiguacion")
     # Dolma (Soldaini et al. 2024): documents of 25 or fewer words are dropped.
     stub_max_words: int = 25
 
@@ -68,7 +68,7 @@ class Config:
 # ---------------------------------------------------------------------------------------------- the rules
 def is_disambiguation(wikitext: str, templates: tuple[str, ...] = Config.disambiguation_templates) -> bool:
     """Whether `wikitext` transcludes one of the disambiguation `templates` (`{{Disambiguation}}`,
-    `{{disambig|geo}}`, ...; the first letter of a template name is case-insensitive, as in MediaWiki)."""
+    `{{disambig|geo}}`, ...; names compared case-insensitively)."""
     names = "|".join(re.escape(t) for t in templates)
     return re.search(r"\{\{\s*(?:" + names + r")\s*(?:\||\}\})", wikitext, flags=re.I) is not None
 
