@@ -185,13 +185,22 @@ def commoncrawl(roots: dict[str, str]) -> Iterator[Document]:
             yield f"{package}/{path}", html_to_text(page)
 
 
-def c4(roots: dict[str, str]) -> Iterator[Document]:
-    for package, pattern in (("postgresql-doc-15", "usr/share/doc/postgresql-doc-15/html/*.html"),
-                             ("sqlite3-doc", "usr/share/doc/sqlite3/**/*.html"),
-                             ("debian-reference-en", "usr/share/debian-reference/**/*.html"),
-                             ("cfi-en", "usr/share/doc/cfi-en/html/*.htm")):
+C4_SITES = (("postgresql-doc-15", "usr/share/doc/postgresql-doc-15/html/*.html"),
+            ("sqlite3-doc", "usr/share/doc/sqlite3/**/*.html"),
+            ("debian-reference-en", "usr/share/debian-reference/**/*.html"),
+            ("cfi-en", "usr/share/doc/cfi-en/html/*.htm"))
+
+
+def c4_pages(roots: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(package, path in the package, all visible text) of each page of the c4 stand-in's web sites, unfiltered."""
+    for package, pattern in C4_SITES:
         for path, page in _pages(roots[package], pattern):
-            yield f"{package}/{path}", c4_filter(html_to_text(page))
+            yield package, path, html_to_text(page)
+
+
+def c4(roots: dict[str, str]) -> Iterator[Document]:
+    for package, path, text in c4_pages(roots):
+        yield f"{package}/{path}", c4_filter(text)
 
 
 def github(roots: dict[str, str]) -> Iterator[Document]:
