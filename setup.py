@@ -25,7 +25,8 @@ EXTRAS = {
     # TPU ahead-of-time compilation from a CPU machine (libtpu).
     "tpu": ["jax[tpu]>=0.10.2,<0.12"],
     # Corpus curation on Apache Beam (data_pipeline.curation); runs beside the `data` extra (protobuf 6.33).
-    "curation": ["apache-beam>=2.77,<3", "warcio>=1.8,<2", "mwparserfromhell>=0.7.2,<0.8"],
+    "curation": ["apache-beam>=2.77,<3", "warcio>=1.8,<2", "kenlm>=0.3,<0.4", "mwparserfromhell>=0.7.2,<0.8",
+                 "nltk>=3.9,<4", "simhash>=2.1,<3", "regex>=2024.4"],
     "dev": ["pytest>=8,<10", "ruff>=0.6", "transformers>=5,<6", "matplotlib>=3.8,<4"],
 }
 

@@ -14,6 +14,8 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
@@ -96,21 +98,31 @@ def relative_name(path: str, input_glob: str) -> str:
     return path[len(base):] if base and path.startswith(base) else os.path.basename(path)
 
 
+def is_jsonl(path: str) -> bool:
+    """Whether `path` names a JSON-lines file (.jsonl or .json, optionally .gz)."""
+    return path.removesuffix(".gz").endswith((".jsonl", ".json"))
+
+
+def jsonl_docs(path: str, source: str, input_glob: str) -> Iterator[Doc]:
+    """The documents of one JSON-lines file (ids default to `<file>:<line>`), counting the lines it skips."""
+    name = relative_name(path, input_glob)
+    for number, line in enumerate(read_lines(path, source), start=1):
+        doc = parse_jsonl_line(line, f"{name}:{number}")
+        if isinstance(doc, Drop):
+            count(source, f"read/dropped/{doc.reason}")
+        elif doc is not None:
+            yield doc
+
+
 class _ReadJsonlFile(beam.DoFn):
-    """A file path -> its documents, counting the lines and files it had to skip."""
+    """A file path -> its documents."""
 
     def __init__(self, source: str, input_glob: str):
         self.source, self.input_glob = source, input_glob
 
     def process(self, path: str) -> Iterator[Doc]:
         count(self.source, "read/files")
-        name = relative_name(path, self.input_glob)
-        for number, line in enumerate(read_lines(path, self.source), start=1):
-            doc = parse_jsonl_line(line, f"{name}:{number}")
-            if isinstance(doc, Drop):
-                count(self.source, f"read/dropped/{doc.reason}")
-            elif doc is not None:
-                yield doc
+        yield from jsonl_docs(path, self.source, self.input_glob)
 
 
 class ReadFiles(beam.PTransform):
@@ -139,6 +151,24 @@ def _count_read(doc: Doc, source: str) -> Doc:
 def read_jsonl(pipeline: beam.Pipeline, input_glob: str, source: str) -> beam.PCollection:
     """Documents of the JSON-lines files (gzip or plain) that `input_glob` matches; bad lines and files counted."""
     return pipeline | "ReadJsonl" >> ReadFiles(source, input_glob, _ReadJsonlFile(source, input_glob))
+
+
+def local_path(path: str) -> str:
+    """`path` itself if it is a local file, else a local copy of it (once per process): for models on gs://
+    that a library (fastText, KenLM, SentencePiece) can only open from a local path."""
+    if os.path.exists(path):
+        return path
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; build the reference models with "
+                                "`python -m data_pipeline.curation.reference_models` or give their directory")
+    local = os.path.join(tempfile.gettempdir(), "curation-" + hashlib.sha256(path.encode()).hexdigest()[:16]
+                         + "-" + os.path.basename(path))
+    if not os.path.exists(local):
+        tmp = f"{local}.tmp-{uuid.uuid4().hex}"  # workers of one machine may copy at once: the last rename wins
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, local)
+    return local
 
 
 # ---------------------------------------------------------------------------------------------- writing
