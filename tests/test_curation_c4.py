@@ -187,8 +187,9 @@ def run(tmp_path_factory, c4_utils):
          | "Theirs" >> beam.io.WriteToText(str(d / "theirs"), coder=_JsonCoder()))
     result = p.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed
-                for c in result.metrics().query(MetricsFilter().with_namespace("curation/c4"))["counters"]}
+    counters = Counter()  # a counter that several steps increment comes back once per step
+    for c in result.metrics().query(MetricsFilter().with_namespace("curation/c4"))["counters"]:
+        counters[c.key.metric.name] += c.committed
     return counters, _read_text(d / "ours"), _read_text(d / "theirs")
 
 
