@@ -224,9 +224,10 @@ def run(tmp_path_factory):
     (d / "truncated.tex.gz").write_bytes(gzip.compress(MAFXSAMP.encode())[:100])
     (d / "empty.tex").write_bytes(b"")
     (d / "readme-only.tar").write_bytes(_tarball({"README": b"no tex here"}))
+    (d / "corpus.jsonl").write_text(json.dumps({"id": "jsonl/ptptex", "text": PTPTEX}) + "\n")  # the corpus's format
     out = d / "out"
     p = BeamTestPipeline(options=pipelines.pipeline_options([]))
-    _ = arxiv.curate(arxiv.read(p, f"{d}/*.t*")) | io.WriteJsonl(arxiv.NAME, str(out))
+    _ = arxiv.curate(arxiv.read(p, f"{d}/*.*")) | io.WriteJsonl(arxiv.NAME, str(out))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in
@@ -239,9 +240,10 @@ def run(tmp_path_factory):
 
 def test_pipeline_cleans_each_paper(run):
     docs, _ = run
-    assert sorted(docs) == ["ksp-thesis", "mafxsamp", "ptptex"]
+    assert sorted(docs) == ["jsonl/ptptex", "ksp-thesis", "mafxsamp", "ptptex"]
     assert docs["mafxsamp"]["text"] == MAFXSAMP_CLEAN
-    assert docs["ptptex"]["text"] == "\\section{Section Title}\nStart your paper from here.\n\n\n\n\n\n\n"
+    assert docs["ptptex"]["text"] == docs["jsonl/ptptex"]["text"] == (
+        "\\section{Section Title}\nStart your paper from here.\n\n\n\n\n\n\n")
     # docinfo.tex holds only definitions and appendix.tex opens with \appendix: both leave nothing.
     assert docs["ksp-thesis"]["text"] == KSP_MAINMATTER[KSP_MAINMATTER.index("\\part{The First}"):]
     assert docs["ksp-thesis"]["meta"]["files"] == ["content/mainmatter.tex"]
@@ -251,8 +253,8 @@ def test_pipeline_counts_every_skipped_file_and_stage(run):
     _, counters = run
     for reason in ("not_utf8", "truncated_or_corrupt_archive", "truncated_gzip", "empty_file", "no_tex_files"):
         assert counters[f"read/dropped/{reason}"] == 1, reason
-    assert counters["read/files"] == 8 and counters["read/docs_out"] == 3
+    assert counters["read/files"] == 9 and counters["read/docs_out"] == 4
     assert counters["cut_back_matter/bytes_out"] < counters["cut_back_matter/bytes_in"]
-    assert counters["cut_preamble/docs_out"] == 3
+    assert counters["cut_preamble/docs_out"] == 4
     assert counters["strip_comments/bytes_in"] == sum(len(t.encode()) for t in (
-        KSP_DOCINFO, KSP_MAINMATTER, KSP_APPENDIX, MAFXSAMP, PTPTEX)) + 2  # the tarball's three files joined by "\n"
+        KSP_DOCINFO, KSP_MAINMATTER, KSP_APPENDIX, MAFXSAMP, PTPTEX, PTPTEX)) + 2  # the tarball's 3 files joined by "\n"

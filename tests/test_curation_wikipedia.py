@@ -61,6 +61,10 @@ BERLIN_TEXT = ("Bevölkerung\n\nIm Jahr 2003 hatte Berlin knapp 3,4 Millionen Ei
 BATU = ("Batu puede referirse a:Batu Kan, gobernante mongol del siglo\u00a0XIII.\n\nBatú, deporte de origen taíno."
         "\n\nBatu the Dog, Simplemente una leyenda\n\n{{Desambiguación}}")
 SHIRT = "A shirt is a cloth garment for the upper body."
+# summaries_en-us.json "2001: A Space Odyssey" in the corpus builder's JSON lines ("title\n\nextract").
+ODYSSEY = ("2001: A Space Odyssey\n\n2001: A Space Odyssey is a 1968 epic science fiction film produced and directed by "
+           "Stanley Kubrick, who co-wrote the screenplay with Arthur C. Clarke. Its plot was inspired by several short "
+           "stories optioned from Clarke, primarily \"The Sentinel\" (1951) and \"Encounter in the Dawn\" (1953).")
 SITEINFO = """  <siteinfo>
     <sitename>Wikipedia</sitename>
     <dbname>enwiki</dbname>
@@ -101,7 +105,8 @@ def test_dump_elements_and_pages():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A bz2 dump (articles, a disambiguation page, a stub, a redirect, a project page, damaged pages), a
-    truncated dump, an empty one and a gzip one -> read -> curate -> written; returns (documents, counters)."""
+    truncated dump, an empty one, a gzip one and JSON lines -> read -> curate -> written; returns (documents,
+    counters)."""
     d = tmp_path_factory.mktemp("wikipedia")
     pages = [(1, "Washington, DC", 0, WASHINGTON, None), (2, "Berlin", 0, BERLIN * 3, None),
              (3, "Batu", 0, BATU, None), (4, "Shirt", 0, SHIRT, None),
@@ -117,9 +122,11 @@ def run(tmp_path_factory):
     (d / "empty-pages-articles.xml.bz2").write_bytes(b"")
     (d / "gz-pages-articles.xml.gz").write_bytes(gzip.compress(("<mediawiki>\n" + wikipedia.page_xml(
         9, "Berlin", 0, BERLIN * 3, None) + "</mediawiki>\n").encode()))
+    (d / "corpus.jsonl").write_text(json.dumps({"id": "en-us/2001: A Space Odyssey", "text": ODYSSEY}) + "\n"
+                                    + json.dumps({"id": "en-us/Shirt", "text": f"Shirt\n\n{SHIRT}"}) + "\n")
     out = d / "out"
     p = BeamTestPipeline(options=pipelines.pipeline_options([]))
-    _ = wikipedia.curate(wikipedia.read(p, f"{d}/*-pages-articles.xml*")) | io.WriteJsonl(wikipedia.NAME, str(out))
+    _ = wikipedia.curate(wikipedia.read(p, f"{d}/*.*")) | io.WriteJsonl(wikipedia.NAME, str(out))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(
@@ -132,7 +139,8 @@ def run(tmp_path_factory):
 
 def test_pipeline_keeps_clean_articles(run):
     docs, _ = run
-    assert sorted(docs) == ["enwiki/1", "enwiki/2", "wiki/9"]
+    assert sorted(docs) == ["en-us/2001: A Space Odyssey", "enwiki/1", "enwiki/2", "wiki/9"]
+    assert docs["en-us/2001: A Space Odyssey"]["text"] == ODYSSEY  # plain text: nothing to remove
     assert docs["enwiki/1"]["text"] == WASHINGTON_TEXT
     assert docs["enwiki/1"]["url"] == "https://en.wikipedia.org/wiki/Washington,_DC"
     assert docs["enwiki/2"]["text"] == "\n".join([BERLIN_TEXT] * 3)  # one line break between the copies
@@ -145,5 +153,5 @@ def test_pipeline_counts_every_skipped_page_and_stage(run):
         assert counters[f"read/dropped/{reason}"] >= 1, reason
     assert counters["read/dropped/broken_entity"] == counters["read/dropped/not_utf8"] == 1
     assert counters["drop_disambiguation/dropped/disambiguation"] == 1
-    assert counters["drop_stubs/dropped/stub"] == 1
+    assert counters["drop_stubs/dropped/stub"] == 2  # the Shirt page of the dump and of the JSON lines
     assert counters["strip_markup/bytes_out"] < counters["strip_markup/bytes_in"]

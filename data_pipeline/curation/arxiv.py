@@ -20,9 +20,9 @@ the cuts are per file: an appendix kept in its own file after the main file's `\
 `\\input` order to cut across files would need the paper flattened first, as latexpand does).
 
 Raw formats (`read`): `.tex`, `.tex.gz`, and tarballs (`.tar`, `.tar.gz`, `.tgz`) holding the `.tex` files of
-one paper (members in archive order), or JSON lines (`*.jsonl`, `*.jsonl.gz`). A paper of several files carries
-`meta["files"]` (the member names) and `meta["file_chars"]` (each file's length in the text, joined with "\\n"), so
-that each per-file rule sees the file boundaries.
+one paper (members in archive order), and JSON lines (`.jsonl`, `.json`, gzipped or not). A paper of several files
+carries `meta["files"]` (the member names) and `meta["file_chars"]` (each file's length in the text, joined with
+"\\n"), so that each per-file rule sees the file boundaries.
 """
 
 from __future__ import annotations
@@ -286,6 +286,9 @@ class _ReadPaper(beam.DoFn):
 
     def process(self, path: str) -> Iterator[Doc]:
         count(NAME, "read/files")
+        if io.is_jsonl(path):
+            yield from io.jsonl_docs(path, NAME, self.input_glob)
+            return
         name = io.relative_name(path, self.input_glob)
         doc, reasons = read_paper(path, re.sub(r"(\.tar|\.tgz|\.gz|\.tex)+$", "", name))
         for reason in reasons:
@@ -295,9 +298,7 @@ class _ReadPaper(beam.DoFn):
 
 
 def read(pipeline: beam.Pipeline, input_glob: str, config: Config = Config()) -> beam.PCollection:
-    """Papers from `.tex`/`.tex.gz` files and tarballs, or from JSON lines when `input_glob` names `*.jsonl*`."""
-    if re.search(r"\.jsonl(\.gz)?$", input_glob):
-        return io.read_jsonl(pipeline, input_glob, NAME)
+    """Papers from the `.tex`/`.tex.gz` files, tarballs and JSON-lines files `input_glob` matches."""
     return pipeline | "ReadTex" >> io.ReadFiles(NAME, input_glob, _ReadPaper(input_glob))
 
 

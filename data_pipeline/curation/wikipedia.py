@@ -13,7 +13,8 @@ Raw format (`read`): MediaWiki XML export dumps (`*wiki-*-pages-articles.xml[.bz
 version), streamed line by line and cut into `<page>` elements, each parsed on its own: expat stops at the first
 error of a document, so one page with an undefined entity or bytes that are not UTF-8 would otherwise lose the rest
 of the dump; here it is counted and skipped. Only the article namespace (ns 0) is kept; redirects are skipped; a
-page's last revision is its text. JSON lines (`*.jsonl*`) are read as documents whose text is wikitext or text.
+page's last revision is its text. JSON-lines files (`.jsonl`, `.json`, gzipped or not) are read as documents
+whose text is wikitext or text.
 """
 
 from __future__ import annotations
@@ -193,11 +194,14 @@ def article_of(page: ET.Element, site: dict[str, str], namespaces: tuple[int, ..
 class _ReadDump(beam.DoFn):
     """A dump path -> its articles, counting every page it skips by reason."""
 
-    def __init__(self, namespaces: tuple[int, ...]):
-        self.namespaces = namespaces
+    def __init__(self, input_glob: str, namespaces: tuple[int, ...]):
+        self.input_glob, self.namespaces = input_glob, namespaces
 
     def process(self, path: str) -> Iterator[Doc]:
         count(NAME, "read/files")
+        if io.is_jsonl(path):
+            yield from io.jsonl_docs(path, NAME, self.input_glob)
+            return
         site = {"dbname": "", "lang": "", "url": ""}
         for chunk in elements(dump_lines(path)):
             element = parse_element(chunk) if isinstance(chunk, bytes) else chunk
@@ -212,10 +216,8 @@ class _ReadDump(beam.DoFn):
 
 
 def read(pipeline: beam.Pipeline, input_glob: str, config: Config = Config()) -> beam.PCollection:
-    """Articles (wikitext) from MediaWiki XML dumps, or documents from JSON lines (`*.jsonl*`)."""
-    if re.search(r"\.jsonl(\.gz)?$", input_glob):
-        return io.read_jsonl(pipeline, input_glob, NAME)
-    return pipeline | "ReadDump" >> io.ReadFiles(NAME, input_glob, _ReadDump(config.namespaces))
+    """Articles (wikitext) of the MediaWiki XML dumps and documents of the JSON-lines files `input_glob` matches."""
+    return pipeline | "ReadDump" >> io.ReadFiles(NAME, input_glob, _ReadDump(input_glob, config.namespaces))
 
 
 # ---------------------------------------------------------------------------------------------- raw material
