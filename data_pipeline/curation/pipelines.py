@@ -71,11 +71,14 @@ def make_config(module: types.ModuleType, overrides: dict[str, str]) -> Any:
                 values[name] = text.lower() in ("true", "1")
             elif isinstance(default, (int, float)):
                 values[name] = type(default)(text)
+            elif isinstance(default, tuple):  # comma-separated items of the default's item type
+                item = type(default[0]) if default else str
+                values[name] = tuple(item(x) for x in text.split(",") if x)
             else:
                 values[name] = text
         except ValueError:
-            raise UsageError(f"--config.{name}={text!r} is not a {type(default).__name__} "
-                             f"(default {default!r})") from None
+            raise UsageError(f"--config.{name}={text!r}: expected a {type(default).__name__} "
+                             f"like its default {default!r}") from None
     return dataclasses.replace(config, **values)
 
 
@@ -119,17 +122,18 @@ class Curate(beam.PTransform):
         return module.curate(docs, config) | "Write" >> io.WriteJsonl(self.job.source, self.job.output_dir)
 
 
-def run_jobs(jobs: list[Job], beam_args: list[str]) -> dict[str, dict]:
-    """Curates every job in one Beam pipeline on the runner `beam_args` select; writes each job's
-    `output_dir/stats.json` and returns source -> per-stage stats. Every output directory must be new or empty."""
+def apply_jobs(pipeline: beam.Pipeline, jobs: list[Job]) -> None:
+    """Adds every job's `Curate` to `pipeline`, after checking that each output directory is new or empty."""
     if len({job.source for job in jobs}) != len(jobs):
         raise ValueError(f"one job per source, got {[job.source for job in jobs]}")
     for job in jobs:
         check_output(job.output_dir)
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     for job in jobs:
         _ = pipeline | Curate(job)
-    result = pipeline.run()
+
+
+def collect(result: beam.runners.runner.PipelineResult, pipeline: beam.Pipeline, jobs: list[Job]) -> dict[str, dict]:
+    """Waits for the run, writes each job's `output_dir/stats.json`; returns source -> per-stage stats."""
     result.wait_until_finish()
     summaries = {}
     for job in jobs:
@@ -140,6 +144,13 @@ def run_jobs(jobs: list[Job], beam_args: list[str]) -> dict[str, dict]:
             f.write(json.dumps(summary, indent=1).encode())
         summaries[job.source] = summary
     return summaries
+
+
+def run_jobs(jobs: list[Job], beam_args: list[str]) -> dict[str, dict]:
+    """Curates every job in one Beam pipeline on the runner `beam_args` select; returns source -> stats."""
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+    apply_jobs(pipeline, jobs)
+    return collect(pipeline.run(), pipeline, jobs)
 
 
 def run(source: str, input_glob: str, output_dir: str, beam_args: list[str], config: Any = None) -> dict:
