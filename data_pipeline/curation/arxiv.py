@@ -362,23 +362,22 @@ def write_raw(roots: dict[str, str], out_dir: str) -> list[str]:
     """arXiv-style sources from the LaTeX documentation and journal templates of texlive-science-doc and
     texlive-publishers-doc: a document of several files (a `\\documentclass` file and what it includes) as a
     `.tar.gz` of its `.tex` files, a single file as it is (`.tex` or `.tex.gz`), bytes untouched (some are Latin-1,
-    as real submissions are). Returns the files written under `out_dir/<package>/`."""
+    as real submissions are). The files go flat into `out_dir` (`out_dir/*` reads them all), named after their
+    path in the package with "--" between the parts; returns them."""
+    os.makedirs(out_dir, exist_ok=True)
     written = []
     for package in ("texlive-science-doc", "texlive-publishers-doc"):
         root = roots[package]
         paths = sorted(p for pattern in ("**/*.tex", "**/*.tex.gz")
                        for p in glob.glob(f"{root}/{pattern}", recursive=True) if os.path.isfile(p))
         for members in projects(paths):
-            rel = os.path.relpath(members[0], f"{root}/usr/share/doc/texlive-doc")
+            name = "--".join([package, *os.path.relpath(members[0], f"{root}/usr/share/doc/texlive-doc").split("/")])
             if len(members) > 1:
-                stem = rel.removesuffix(".gz").removesuffix(".tex")
-                target, data = f"{out_dir}/{package}/{stem}.tar.gz", _tarball(members)
+                name, data = name.removesuffix(".gz").removesuffix(".tex") + ".tar.gz", _tarball(members)
             else:
-                target = f"{out_dir}/{package}/{rel}"
                 with open(members[0], "rb") as f:
                     data = f.read()
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "xb") as f:
+            with open(f"{out_dir}/{name}", "xb") as f:  # "x": two papers never share a name
                 f.write(data)
-            written.append(target)
+            written.append(f"{out_dir}/{name}")
     return written
