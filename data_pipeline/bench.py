@@ -58,14 +58,14 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     del argv
     import data_pipeline
-    from data_pipeline import pretokenize, sources, stream
+    from data_pipeline import pretokenize, sources
     from data_pipeline import tokenizer as tok
 
     config = FLAGS.config.unlock()
     threads = FLAGS.threads or os.cpu_count() or 1
     config.data.threads = threads
-    corpus_dir = config.data.corpus_dir or stream.DEFAULT_CORPUS
-    sp = tok.load(config.data.tokenizer or f"{corpus_dir}/tokenizer.model", config.model.vocab_size)
+    corpus_dir = sources.corpus_dir(config.data)
+    sp = tok.load(sources.tokenizer_path(config.data), config.model.vocab_size)
     weights = sources.mixture_weights(dict(config.data.weights), dict(config.data.sources),
                                       normalize=config.data.normalize_weights)
     seconds = FLAGS.seconds

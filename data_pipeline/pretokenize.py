@@ -28,13 +28,11 @@ def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64,
     import numpy as np
     import tensorflow as tf
 
-    from data_pipeline.stream import DEFAULT_CORPUS
-
-    corpus_dir = config.data.corpus_dir or DEFAULT_CORPUS
+    corpus_dir = sources.corpus_dir(config.data)
     spec = sources.parse_spec(source, dict(config.data.get("sources", {})).get(source, ""), corpus_dir)
     if spec.kind == "pretokenized":
         raise ValueError(f"source {source!r} is already pretokenized ({spec.location})")
-    sp = tok.load(config.data.tokenizer or f"{corpus_dir}/tokenizer.model", config.model.vocab_size)
+    sp = tok.load(sources.tokenizer_path(config.data), config.model.vocab_size)
     dtype = np.uint16 if sp.vocab_size() <= 1 << 16 else np.int32
     encoder_threads = config.data.get("threads", 0) or tok.default_threads()
     tf.io.gfile.makedirs(out_dir)

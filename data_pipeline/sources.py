@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import urllib.parse
 from collections.abc import Mapping
 
@@ -29,6 +30,17 @@ TABLE1 = {
 SOURCE_NAMES = tuple(TABLE1)
 SPLITS = ("train", "validation")
 KINDS = ("corpus", "jsonl", "tfrecord", "tfds", "pretokenized")
+DEFAULT_CORPUS = str(pathlib.Path(__file__).resolve().parents[1] / ".cache" / "corpus")  # built by `make corpus`
+
+
+def corpus_dir(data: Mapping) -> str:
+    """The corpus directory of a config's `data` section (a ConfigDict, or the dict a checkpoint saved)."""
+    return data.get("corpus_dir", "") or DEFAULT_CORPUS
+
+
+def tokenizer_path(data: Mapping) -> str:
+    """The SentencePiece model of a config's `data` section: `data.tokenizer`, or when "" the corpus's own."""
+    return data.get("tokenizer", "") or f"{corpus_dir(data)}/tokenizer.model"
 
 
 @dataclasses.dataclass(frozen=True)

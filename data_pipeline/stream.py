@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import pathlib
 import tarfile
 import tempfile
 import weakref
@@ -29,8 +28,7 @@ from data_pipeline import tokenizer as tok
 # The version of the tf.data graph behind a saved state: an iterator state restores only into the same graph.
 # 2: mixture choices drawn in blocks (pipeline.mix), 128 documents per tokenizer call.
 STATE_VERSION = 2
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = str(REPO / ".cache" / "corpus")
+DEFAULT_CORPUS = sources.DEFAULT_CORPUS
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
@@ -220,13 +218,12 @@ def _setup(config: ml_collections.ConfigDict, process_index: int, process_count:
     global_batch = config.train.global_batch_size
     if global_batch % process_count:
         raise ValueError(f"train.global_batch_size={global_batch} is not divisible by process_count={process_count}")
-    corpus_dir = data.corpus_dir or DEFAULT_CORPUS
+    corpus_dir = sources.corpus_dir(data)
     spec_strings = dict(data.get("sources", {}))
     weights = sources.mixture_weights(dict(data.weights), spec_strings,
                                       normalize=data.get("normalize_weights", False))
     specs = {name: sources.parse_spec(name, spec_strings.get(name, ""), corpus_dir) for name in weights}
-    tokenizer_path = data.tokenizer or f"{corpus_dir}/tokenizer.model"
-    sp = tok.load(tokenizer_path, config.model.vocab_size)
+    sp = tok.load(sources.tokenizer_path(data), config.model.vocab_size)
     threads = data.get("threads", 0) or tok.default_threads()
     return host, weights, specs, sp, threads, global_batch // process_count, corpus_dir
 

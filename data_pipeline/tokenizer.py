@@ -9,12 +9,15 @@ import os
 import numpy as np
 import sentencepiece as spm
 
+from llama_jax.tokenizer import sentencepiece_processor
+
 # What the encoder counts about the documents it is given, in this order (see `encode_batch`).
 COUNTERS = ("docs", "invalid_utf8", "malformed", "empty", "split_long")
 
 
 def load(path: str, vocab_size: int | None = None) -> spm.SentencePieceProcessor:
-    """The SentencePiece model at `path` (local or gs://), checked against the model's `vocab_size`."""
+    """The SentencePiece model at `path` (local or gs://), checked against the model's `vocab_size` by the
+    check generation uses too (`llama_jax.tokenizer.sentencepiece_processor`)."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -22,15 +25,7 @@ def load(path: str, vocab_size: int | None = None) -> spm.SentencePieceProcessor
                                 "or set config.data.tokenizer to a SentencePiece model (e.g. Meta's tokenizer.model)")
     with tf.io.gfile.GFile(path, "rb") as f:
         proto = f.read()
-    sp = spm.SentencePieceProcessor(model_proto=proto)
-    if vocab_size is not None and sp.vocab_size() != vocab_size:
-        raise ValueError(f"tokenizer {path} has {sp.vocab_size()} pieces but config.model.vocab_size={vocab_size}; "
-                         "set config.model.vocab_size to the tokenizer's size or build a tokenizer of that size "
-                         f"(`python -m data_pipeline.corpus --vocab_size={vocab_size}`)")
-    if sp.bos_id() < 0 or sp.eos_id() < 0:
-        raise ValueError(f"tokenizer {path} has no BOS/EOS pieces (bos={sp.bos_id()}, eos={sp.eos_id()}); "
-                         "packing needs both")
-    return sp
+    return sentencepiece_processor(proto, path, vocab_size)
 
 
 def fingerprint(sp: spm.SentencePieceProcessor) -> str:

@@ -2,9 +2,15 @@
 
 Parameter names follow the Meta reference (`tok_embeddings`, `attention.wq`, `feed_forward.w1`, ...), so
 conversion is a short table. Parameters and activations carry logical axis names only
-(batch, length, embed, heads, kv_heads, head_dim, mlp, vocab, layers, norm); `llama_jax.sharding` maps them
-onto a mesh. Kernels are declared with `self.param` and applied with `jnp.einsum`, which keeps
+(batch, length, embed, heads, kv_heads, head_dim, mlp, vocab, layers, norm, cache_length); `llama_jax.sharding`
+maps them onto a mesh. Kernels are declared with `self.param` and applied with `jnp.einsum`, which keeps
 multi-dimensional partitioned kernels working under a mesh (flax issue 3676).
+
+Decoding: `LLaMA(config, cache_length=S)` keeps each layer's rotated keys and values (post-RoPE, as the
+reference caches them) in the flax collection `cache`, [batch, S, kv_heads, head_dim] per layer (stacked along
+`layers` under scan). Slot = position: a call writes its tokens at their positions (each row's tokens
+consecutive from positions[:, 0]) and its queries attend to the slots up to their own position, so rows of one
+batch may stand at different positions. `llama_jax.sampling` drives it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ INIT = nn.initializers.normal(stddev=0.02)
 
 # Names of the linear-layer outputs that the paper's checkpointing keeps (§2.4): the `save_linear` policy.
 LINEAR_OUTPUTS = ("query", "key", "value", "attention_out", "ffn_gate", "ffn_up", "ffn_out")
+CACHE_AXES = ("batch", "cache_length", "kv_heads", "head_dim")  # of each cached key and value tensor
 
 
 def constrain(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
@@ -73,9 +80,11 @@ def apply_rope(x: jax.Array, positions: jax.Array, theta: float, max_seq_len: in
 
 
 class Attention(nn.Module):
-    """Causal multi-head (or grouped-query) self-attention with rotary q and k; no biases (reference code)."""
+    """Causal multi-head (or grouped-query) self-attention with rotary q and k; no biases (reference code).
+    With `cache_length` > 0 it attends through the key/value cache (module docstring)."""
 
     config: ModelConfig
+    cache_length: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
@@ -95,9 +104,28 @@ class Attention(nn.Module):
         q = apply_rope(q, positions, cfg.rope_theta, cfg.max_seq_len)
         k = apply_rope(k, positions, cfg.rope_theta, cfg.max_seq_len)
 
-        out = attention_lib.attention(q, k, v, segment_ids, impl=cfg.attention_impl)
+        if self.cache_length:
+            k, v = update_cache(self, k, v, positions[:, 0])
+            visible = jnp.arange(self.cache_length) <= positions[:, None, :, None]  # [batch, 1, length, cache_length]
+            out = attention_lib.xla_attention(q, k, v, mask=visible)
+        else:
+            out = attention_lib.attention(q, k, v, segment_ids, impl=cfg.attention_impl)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         return checkpoint_name(jnp.einsum("btnh,nhd->btd", out, wo.astype(dtype)), "attention_out")
+
+
+def update_cache(module: nn.Module, k: jax.Array, v: jax.Array, start: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Write k, v [batch, length, kv_heads, head_dim] into `module`'s cache at slots start[b] onwards and return
+    the whole cached keys and values [batch, cache_length, kv_heads, head_dim]."""
+    shape = (k.shape[0], module.cache_length, *k.shape[2:])
+    init = nn.with_logical_partitioning(jnp.zeros, CACHE_AXES)
+    write = jax.vmap(lambda cache, new, slot: jax.lax.dynamic_update_slice_in_dim(cache, new, slot, axis=0))
+    out = []
+    for name, new in (("key", k), ("value", v)):
+        cached = module.variable("cache", name, init, shape, new.dtype)
+        cached.value = constrain(write(cached.value, new, start), CACHE_AXES)
+        out.append(cached.value)
+    return out[0], out[1]
 
 
 class FeedForward(nn.Module):
@@ -122,10 +150,11 @@ class TransformerBlock(nn.Module):
     """Pre-normalisation (GPT-3): h = x + attn(norm(x)); out = h + ffn(norm(h))."""
 
     config: ModelConfig
+    cache_length: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None):
-        h = x + Attention(self.config, name="attention")(RMSNorm(self.config, name="attention_norm")(x), positions, segment_ids)
+        h = x + Attention(self.config, self.cache_length, name="attention")(RMSNorm(self.config, name="attention_norm")(x), positions, segment_ids)
         out = h + FeedForward(self.config, name="feed_forward")(RMSNorm(self.config, name="ffn_norm")(h))
         out = constrain(out, ("batch", "length", "embed"))
         return out, None  # (carry, per-layer output) as nn.scan expects
@@ -141,9 +170,11 @@ def remat_policy(name: str):
 
 
 class LLaMA(nn.Module):
-    """Token ids [batch, length] -> float32 logits [batch, length, vocab]."""
+    """Token ids [batch, length] -> float32 logits [batch, length, vocab]; `cache_length` > 0 decodes through
+    a key/value cache of that many positions (module docstring)."""
 
     config: ModelConfig
+    cache_length: int = 0
 
     @nn.compact
     def __call__(
@@ -173,16 +204,16 @@ class LLaMA(nn.Module):
         if cfg.scan_layers:
             stack = nn.scan(
                 block,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "cache": 0},
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast),
                 length=cfg.n_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            x, _ = stack(cfg, name="layers")(x, positions, segment_ids)
+            x, _ = stack(cfg, self.cache_length, name="layers")(x, positions, segment_ids)
         else:
             for i in range(cfg.n_layers):
-                x, _ = block(cfg, name=f"layers_{i}")(x, positions, segment_ids)
+                x, _ = block(cfg, self.cache_length, name=f"layers_{i}")(x, positions, segment_ids)
 
         x = RMSNorm(cfg, name="norm")(x)
         if return_hidden:

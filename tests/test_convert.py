@@ -14,28 +14,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
+from tiny_llama import SHAPES, VOCAB, randomise, tiny_llama  # noqa: E402
+
 from llama_jax import convert  # noqa: E402
 from llama_jax.config import ModelConfig  # noqa: E402
 from llama_jax.model import LLaMA, init_params, param_shapes  # noqa: E402
 
-VOCAB = 128
 TOKENS = np.random.RandomState(0).randint(0, VOCAB, size=(2, 12))
-# name: (hidden_size, heads, kv_heads, intermediate_size, rope_theta, Meta multiple_of, Meta ffn_dim_multiplier)
-# Meta sizes satisfy the reference formula: 32*ceil(170/32) = 192, 32*ceil(128/32) = 128, 32*ceil(221/32) = 224.
-SHAPES = {
-    "mha": (64, 4, 4, 192, 10000.0, 32, None),
-    "odd_heads": (48, 3, 3, 128, 500000.0, 32, None),  # 3 heads of head_dim 16
-    "gqa": (64, 4, 2, 224, 10000.0, 32, 1.3),  # grouped-query: 2 kv heads
-}
-
-
-def _randomise(model, seed: int) -> None:
-    """Weights of order one, and norms that differ from one another, so that a swapped name shows in the logits."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            p.copy_(1.0 + 0.2 * noise if "norm" in name else 0.2 * noise)
 
 
 def _hf_logits(model) -> np.ndarray:
@@ -52,14 +37,8 @@ def hf_models(tmp_path_factory):
     """name -> (saved directory, torch model, its float32 logits on TOKENS); built once for the module."""
     torch.manual_seed(0)
     models = {}
-    for seed, (name, (dim, heads, kv_heads, hidden, theta, _, _)) in enumerate(SHAPES.items()):
-        config = transformers.LlamaConfig(
-            vocab_size=VOCAB, hidden_size=dim, intermediate_size=hidden, num_hidden_layers=2,
-            num_attention_heads=heads, num_key_value_heads=kv_heads, rms_norm_eps=1e-6, max_position_embeddings=64,
-            rope_parameters={"rope_type": "default", "rope_theta": theta}, attn_implementation="eager",
-        )
-        model = transformers.LlamaForCausalLM(config).eval()
-        _randomise(model, seed)
+    for seed, name in enumerate(SHAPES):
+        model = tiny_llama(name, seed)
         path = str(tmp_path_factory.mktemp(f"hf_{name}"))
         model.save_pretrained(path)
         models[name] = (path, model, _hf_logits(model))
@@ -240,7 +219,7 @@ def test_tied_embeddings_are_copied_into_the_untied_output(tmp_path):
         tie_word_embeddings=True, attn_implementation="eager",
     )
     model = transformers.LlamaForCausalLM(config).eval()
-    _randomise(model, seed=4)
+    randomise(model, seed=4)
     model.save_pretrained(str(tmp_path / "tied"))
     ours_config, params = convert.load_hf(str(tmp_path / "tied"))
     np.testing.assert_array_equal(params["output"], params["tok_embeddings"].T)

@@ -142,7 +142,7 @@ def test_tokenizer_splits_digits_and_falls_back_to_bytes(sp):
 
 
 def test_a_tokenizer_of_another_size_is_a_clear_error(corpus_dir):
-    with pytest.raises(ValueError, match=f"{VOCAB} pieces but config.model.vocab_size=8192"):
+    with pytest.raises(ValueError, match=f"{VOCAB} pieces but the model has vocab_size=8192"):
         tok.load(f"{corpus_dir}/tokenizer.model", 8192)
 
 

@@ -100,6 +100,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
         ("norm", None),
     )
 
+        ("cache_length", None),  # decoding's key/value cache (llama_jax.sampling)
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000
     c.checkpoint.keep = 3

@@ -1,0 +1,169 @@
+"""Decoding is exact: the key/value cache gives the logits of recomputing the whole sequence, greedy tokens equal
+transformers' `generate`, sampling draws from the filtered distribution, and padding changes nothing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from tiny_llama import VOCAB, tiny_llama  # noqa: E402
+
+from llama_jax import convert, sampling  # noqa: E402
+from llama_jax.model import LLaMA  # noqa: E402
+
+RNG = np.random.default_rng(0)
+# Prompts of 1 to 13 tokens: one prompt bucket (16), one cache bucket (16 + 8 new tokens -> 32).
+PROMPTS = [RNG.integers(0, VOCAB, n).tolist() for n in (5, 13, 1)]
+NEW = 8
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """name -> (torch model, our config, our params) for a multi-head (scanned layers) and a grouped-query
+    (unrolled layers) random model, converted through a saved Hugging Face directory."""
+    out = {}
+    for seed, (name, scan) in enumerate((("mha", True), ("gqa", False))):
+        model = tiny_llama(name, seed)
+        path = str(tmp_path_factory.mktemp(name))
+        model.save_pretrained(path)
+        config, params = convert.load_hf(path, scan_layers=scan)
+        out[name] = (model, config, jax.device_put(params))
+    return out
+
+
+def _hf_greedy(model, prompt: list[int], new: int, eos_id: int | None = None) -> list[int]:
+    model.generation_config.eos_token_id = eos_id
+    with torch.no_grad():
+        ids = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=new, min_new_tokens=0,
+                             pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+    return ids[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("name", ["mha", "gqa"])
+def test_cached_decoding_gives_the_logits_of_the_whole_sequence(models, name):
+    _, config, params = models[name]
+    tokens = jnp.asarray(RNG.integers(0, VOCAB, (2, 12)))
+    full = LLaMA(config).apply({"params": params}, tokens)
+    model = LLaMA(config, cache_length=16)
+    # rows at different positions: row 1 prefills 3 tokens fewer and catches up one token at a time
+    prefill = jnp.asarray([[*range(5)], [*range(5)]])
+    logits, variables = model.apply({"params": params}, tokens[:, :5], prefill, mutable=["cache"])
+    np.testing.assert_allclose(logits, full[:, :5], atol=2e-5, rtol=0)
+    row1 = [full[1, 4]]
+    for t in range(5, 12):
+        logits, variables = model.apply({"params": params, **variables}, tokens[:, t:t + 1], jnp.full((2, 1), t),
+                                        mutable=["cache"])
+        np.testing.assert_allclose(logits[0, 0], full[0, t], atol=2e-5, rtol=0)
+        row1.append(logits[1, 0])
+    np.testing.assert_allclose(np.stack(row1), full[1, 4:], atol=2e-5, rtol=0)
+    assert float(jnp.abs(full).max()) > 1.0  # not a comparison of near-zero numbers
+
+
+@pytest.mark.parametrize("name", ["mha", "gqa"])
+def test_greedy_tokens_equal_transformers_generate(models, name):
+    model, config, params = models[name]
+    ours = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW)
+    for prompt, tokens, finish in zip(PROMPTS, ours.tokens, ours.finish, strict=True):
+        assert tokens == _hf_greedy(model, prompt, NEW) and finish == "length"
+    # an EOS that greedy decoding meets half way: transformers emits it and stops; we stop before it
+    eos = ours.tokens[0][4]
+    expected = _hf_greedy(model, PROMPTS[0], NEW, eos_id=eos)
+    stopped = sampling.generate(config, params, PROMPTS[:1], max_new_tokens=NEW, eos_id=eos)
+    assert stopped.tokens[0] + [eos] == expected and stopped.finish == ["eos"]
+
+
+def test_a_batch_of_prompts_gives_each_prompt_alone(models):
+    _, config, params = models["mha"]
+    batched = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW)
+    for prompt, tokens in zip(PROMPTS, batched.tokens, strict=True):
+        assert sampling.generate(config, params, [prompt], max_new_tokens=NEW).tokens == [tokens]
+
+
+def test_sampling_is_reproducible_and_depends_on_the_seed(models):
+    _, config, params = models["mha"]
+    kwargs = {"max_new_tokens": NEW, "temperature": 1.0, "top_k": 20, "top_p": 0.9}
+    first = sampling.generate(config, params, PROMPTS, seed=1, **kwargs).tokens
+    assert sampling.generate(config, params, PROMPTS, seed=1, **kwargs).tokens == first
+    assert sampling.generate(config, params, PROMPTS, seed=2, **kwargs).tokens != first
+
+
+def test_stop_cuts_at_the_first_prefix_whatever_the_chunk(models):
+    _, config, params = models["mha"]
+    greedy = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW).tokens
+    target = greedy[1][5]  # "stop once the last token is this one": first true after 6 tokens for prompt 1
+
+    def stop(ids):
+        return ids[-1] == target
+
+    expected = [t[: t.index(target) + 1] if target in t else t for t in greedy]
+    for chunk in (1, 3, 16):
+        out = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW, stop=stop, chunk=chunk)
+        assert out.tokens == expected
+        assert out.finish == ["stop" if target in t else "length" for t in greedy]
+
+
+def test_a_row_stops_at_the_context_length(models):
+    _, config, params = models["mha"]
+    long = RNG.integers(0, VOCAB, config.max_seq_len - 3).tolist()
+    out = sampling.generate(config, params, [long, PROMPTS[0]], max_new_tokens=NEW)
+    assert [len(t) for t in out.tokens] == [3, NEW] and out.finish == ["context", "length"]
+
+
+# ---------------------------------------------------------------------------------------------- filtering
+LOGITS = np.log(np.array([0.05, 0.4, 0.1, 0.25, 0.2], np.float32))
+
+
+def _kept(logits) -> list[int]:
+    return np.flatnonzero(np.isfinite(np.asarray(logits))).tolist()
+
+
+def test_top_k_and_top_p_keep_exactly_the_expected_tokens():
+    assert _kept(sampling.filter_logits(LOGITS, top_k=2)) == [1, 3]
+    assert _kept(sampling.filter_logits(LOGITS, top_k=10)) == [0, 1, 2, 3, 4]  # k above the vocabulary: all
+    # probabilities by rank: 0.4, 0.25, 0.2, 0.1, 0.05; cumulative 0.4, 0.65, 0.85, 0.95, 1.0
+    assert _kept(sampling.filter_logits(LOGITS, top_p=0.3)) == [1]  # the top token alone reaches 0.3
+    assert _kept(sampling.filter_logits(LOGITS, top_p=0.65)) == [1, 3]
+    assert _kept(sampling.filter_logits(LOGITS, top_p=0.66)) == [1, 3, 4]
+    # top-p applies to what top-k left, renormalised: 0.4/0.65 = 0.615 < 0.7 needs the second token
+    assert _kept(sampling.filter_logits(LOGITS, top_k=2, top_p=0.7)) == [1, 3]
+    assert _kept(sampling.filter_logits(LOGITS, top_k=2, top_p=0.6)) == [1]
+    kept = np.asarray(sampling.filter_logits(LOGITS, top_k=3))
+    np.testing.assert_array_equal(kept[[1, 3, 4]], LOGITS[[1, 3, 4]])  # kept logits are unchanged
+
+
+def test_samples_follow_the_filtered_distribution():
+    n = 20000
+    sampler = sampling.Sampler(temperature=0.5, top_k=4, top_p=0.9)
+    keys = jax.random.split(jax.random.key(0), n)
+    draws = jax.jit(jax.vmap(lambda key: sampling.sample(jnp.asarray(LOGITS)[None], key, sampler)[0]))(keys)
+    counts = np.bincount(np.asarray(draws), minlength=LOGITS.size)
+    # temperature 0.5 squares the probabilities: 0.16, 0.0625, 0.04, 0.01 (top 4) -> 0.59, 0.23, 0.15, 0.04;
+    # top-p 0.9 keeps the first three (0.59 + 0.23 < 0.9 <= 0.97)
+    p = np.exp(LOGITS / 0.5)
+    p[[0, 2]] = 0
+    p /= p.sum()
+    assert counts[0] == counts[2] == 0
+    kept = [1, 3, 4]
+    # chi-square goodness of fit at significance 1e-4: fails for a wrong distribution (e.g. without temperature
+    # the expected counts move by hundreds of standard deviations), passes by chance with probability 1 - 1e-4
+    statistic = ((counts[kept] - n * p[kept]) ** 2 / (n * p[kept])).sum()
+    assert statistic < scipy.stats.chi2.ppf(1 - 1e-4, df=len(kept) - 1)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_bad_requests_are_clear_errors(models):
+    _, config, params = models["mha"]
+    with pytest.raises(ValueError, match=r"prompt 1 has 64 tokens but the model's context is max_seq_len=64"):
+        sampling.generate(config, params, [[1], [1] * 64], max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"prompt 0 has token ids \[128\] outside the vocabulary \[0, 128\)"):
+        sampling.generate(config, params, [[1, 128]], max_new_tokens=1)
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        sampling.generate(config, params, [[]], max_new_tokens=1)
+    with pytest.raises(ValueError, match="top_p=0.0 must lie in"):
+        sampling.generate(config, params, [[1]], max_new_tokens=1, top_p=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens=0 must be at least 1"):
+        sampling.generate(config, params, [[1]], max_new_tokens=0)
