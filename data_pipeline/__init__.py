@@ -8,6 +8,12 @@
 Importing this package does not import TensorFlow; building a stream does.
 """
 
+import os
+
+# TensorFlow's INFO lines (its CPU-instruction and oneDNN notices) on every import say nothing a person can act
+# on; its warnings and errors still show. Set before any module of this package imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 __all__ = ["EvalStream", "Stream", "eval_streams", "packed_batch", "train_stream"]
 
 

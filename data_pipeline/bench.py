@@ -13,8 +13,10 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from llama_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -126,4 +128,4 @@ def pretokenized_rates(config, name: str, out_dir: str, sp, seq_len: int, thread
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run_absl(main)

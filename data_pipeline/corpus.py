@@ -39,6 +39,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 
 from data_pipeline.sources import SOURCE_NAMES, TABLE1
+from llama_jax import cli
 
 VERSION = 3  # bump when the extraction changes; a manifest of another version is rebuilt
 DEFAULT_DIR = ".cache/corpus"
@@ -407,4 +408,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from llama_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -53,4 +55,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flag_as_required("config")
-    app.run(main)
+    cli.run_absl(main)

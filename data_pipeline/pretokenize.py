@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from data_pipeline import pipeline, sources
 from data_pipeline import tokenizer as tok
+from llama_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -119,4 +120,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["config", "source", "out"])
-    app.run(main)
+    cli.run_absl(main)

@@ -18,9 +18,9 @@ import os
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 
-from llama_jax import flops
+from llama_jax import cli, flops
 from llama_jax.bench import config_flag, expand_preset_argv
 
 GIB = 1024**3
@@ -170,7 +170,7 @@ def main(argv):
     del argv
     FLAGS = flags.FLAGS
     if FLAGS.config is None:
-        raise app.UsageError("give --config=FILE or --config=PRESET, e.g. --config=llama_7b --topology=v5p:4x4x4")
+        raise cli.UsageError("give --config=FILE or --config=PRESET, e.g. --config=llama_7b --topology=v5p:4x4x4")
     report = compile_for_topology(FLAGS.config, FLAGS.topology, FLAGS.mfu)
     print(format_report(report))
     print(json.dumps(report.to_dict()))
@@ -180,4 +180,4 @@ if __name__ == "__main__":
     config_flag()  # flags are defined only when run as a program, so importing this module defines none
     flags.DEFINE_string("topology", "v5p:4x4x4", "slice as libtpu names it, GENERATION:AxBxC (v5p:4x4x4 = v5p-128)")
     flags.DEFINE_float("mfu", 0.5, "model FLOPs utilisation assumed for the projected step time")
-    app.run(main, argv=expand_preset_argv())
+    cli.run_absl(main, argv=expand_preset_argv())

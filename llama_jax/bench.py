@@ -21,10 +21,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from llama_jax import attention, flops
+from llama_jax import attention, cli, flops
 from llama_jax.config import PRESETS
 
 PRESET_CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "preset.py"
@@ -238,7 +238,7 @@ def main(argv):
         return
     config = FLAGS.config
     if config is None:
-        raise app.UsageError("give --config=FILE or --config=PRESET (or --suite)")
+        raise cli.UsageError("give --config=FILE or --config=PRESET (or --suite)")
     print("model", json.dumps(config.model.to_dict()))
     print("train", json.dumps(config.train.to_dict()))
     result = measure(config, FLAGS.steps, FLAGS.warmup)
@@ -256,4 +256,4 @@ if __name__ == "__main__":  # flags live here: llama_jax.aot imports this module
     flags.DEFINE_enum("suite", None, sorted(SUITES), "run a whole benchmark suite instead of --config")
     flags.DEFINE_string("out", None, "append each result as a JSON line to this file")
     flags.DEFINE_float("budget_s", 480.0, "with --suite: start no entry after this many seconds")
-    app.run(main, argv=expand_preset_argv())
+    cli.run_absl(main, argv=expand_preset_argv())

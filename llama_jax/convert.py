@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any
 
+from llama_jax import cli
 from llama_jax import convert_layout as layout
 from llama_jax.config import ModelConfig
 from llama_jax.convert_hf import config_from_hf, load_hf, save_hf
@@ -105,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

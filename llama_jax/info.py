@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from llama_jax import flops
+from llama_jax import cli, flops
 from llama_jax.config import PRESETS, get_preset
 from llama_jax.model import count_params
 
@@ -47,4 +47,4 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_string("model", "llama_7b", f"preset: one of {sorted(PRESETS)}")
     flags.DEFINE_integer("seq_len", None, "context length for the attention FLOPs (default: the preset's)")
-    app.run(main)
+    cli.run_absl(main)

@@ -19,7 +19,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from llama_jax import checkpoint, cli, sharding
@@ -188,7 +188,7 @@ def initialize_distributed() -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     initialize_distributed()
     logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     # orbax and TensorFlow report every save at INFO: keep INFO from this project only, warnings from all.
