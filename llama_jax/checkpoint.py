@@ -7,6 +7,7 @@ makes a step visible only once complete (a run killed mid-save leaves the previo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from typing import Any
@@ -41,13 +42,7 @@ class DataStateHandler(ocp.CheckpointHandler):
         (directory / f"process_{jax.process_index()}.bin").write_bytes(args.state)
 
     def restore(self, directory: epath.Path, args: DataStateRestore | None = None) -> bytes:
-        path = directory / f"process_{jax.process_index()}.bin"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path} is missing: the checkpoint was written by fewer processes than this run's "
-                f"{jax.process_count()}; resume with the same number of processes (the mesh may differ)"
-            )
-        return path.read_bytes()
+        return (directory / f"process_{jax.process_index()}.bin").read_bytes()
 
 
 @ocp.args.register_with_handler(DataStateHandler, for_save=True)
@@ -114,15 +109,53 @@ def check_same_run(saved: dict[str, Any], config, directory) -> None:
         )
 
 
+def check_same_processes(directory: epath.Path) -> None:
+    """Raise unless the checkpoint in `directory` holds the data-stream states of exactly this run's processes:
+    each process resumes its own share of the stream (the mesh may change, the number of processes may not)."""
+    found = sorted(path.name for path in (directory / "data").glob("process_*.bin"))
+    if set(found) != {f"process_{i}.bin" for i in range(jax.process_count())}:
+        raise ValueError(
+            f"{directory}/data holds the data-stream states {found}, but this run has {jax.process_count()} "
+            "process(es): resume with the number of processes that wrote the checkpoint (the mesh may differ)"
+        )
+
+
 def restore_latest(mngr: ocp.CheckpointManager, config, target) -> tuple[Any, bytes] | None:
     """(TrainState in the shardings of `target` (abstract_state), this process's data state) from the latest
-    checkpoint, or None when there is none. The mesh may differ from the one that saved it."""
+    checkpoint, or None when there is none. The mesh may differ from the one that saved it. orbax lists only
+    complete steps (a save cut short stays a `<step>.orbax-checkpoint-tmp` directory); a listed step that cannot
+    be read is an error naming it, never a fresh start."""
     step = mngr.latest_step()
     if step is None:
         return None
-    saved_config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    check_same_run(saved_config, config, mngr.directory / str(step))
-    restored = mngr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataStateRestore())
-    )
+    directory = mngr.directory / str(step)
+    with _naming_damage(mngr, step):
+        saved_config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    check_same_run(saved_config, config, directory)
+    check_same_processes(directory)
+    with _naming_damage(mngr, step):
+        restored = mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataStateRestore())
+        )
     return restored["state"], restored["data"]
+
+
+def restore_stream(stream, data_state: bytes, mngr: ocp.CheckpointManager) -> None:
+    """Continue `stream` where the latest checkpoint left this process's data stream."""
+    with _naming_damage(mngr, mngr.latest_step(), f"data/process_{jax.process_index()}.bin"):
+        stream.set_state(data_state)
+
+
+@contextlib.contextmanager
+def _naming_damage(mngr: ocp.CheckpointManager, step: int, item: str = ""):
+    """Turn any failure to read the checkpoint of `step` into one error naming it and the way on."""
+    try:
+        yield
+    except Exception as error:  # tensorstore, JSON, tar and stream errors alike: the step cannot be resumed
+        where = mngr.directory / str(step) / item
+        earlier = [s for s in mngr.all_steps() if s < step]
+        way_on = (f"move {mngr.directory / str(step)} out of {mngr.directory} to resume from step {earlier[-1]}"
+                  if earlier else "start a new workdir")
+        cause = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{where} cannot be restored ({cause}): it is damaged or was written by other code; "
+                         f"nothing was changed. To go on, {way_on}") from error

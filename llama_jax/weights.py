@@ -47,6 +47,7 @@ class Loaded:
     params: Any
     tokenizer: str | None
     kind: str  # 'workdir' | 'orbax' | 'meta' | 'hf'
+    run_config: dict | None = None  # a workdir's experiment config, as saved with its checkpoint (JSON values)
 
 
 def kind_of(path: str) -> str:
@@ -65,9 +66,9 @@ def load(path: str, *, dtype: str | None = None, max_seq_len: int = 2048) -> Loa
     Meta checkpoint, whose params.json does not state it."""
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {DTYPES}")
-    kind = kind_of(path)
+    kind, run_config = kind_of(path), None
     if kind == "workdir":
-        config, params, tokenizer = _load_workdir(path)
+        config, params, tokenizer, run_config = _load_workdir(path)
     elif kind == "orbax":
         (config, params), tokenizer = convert.load_orbax(path), tokenizer_beside(path)
     elif kind == "meta":
@@ -79,7 +80,7 @@ def load(path: str, *, dtype: str | None = None, max_seq_len: int = 2048) -> Loa
     if dtype is not None and config.param_dtype != dtype:
         params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
         config = config.replace(param_dtype=dtype)
-    return Loaded(config, params, tokenizer, kind)
+    return Loaded(config, params, tokenizer, kind, run_config)
 
 
 def tokenizer_beside(directory: str) -> str | None:
@@ -91,8 +92,8 @@ def tokenizer_beside(directory: str) -> str | None:
     return model if os.path.isfile(model) else None
 
 
-def _load_workdir(path: str) -> tuple[ModelConfig, Any, str | None]:
-    """(config, params, tokenizer) of the latest checkpoint of a training workdir, restoring the params alone."""
+def _load_workdir(path: str) -> tuple[ModelConfig, Any, str | None, dict]:
+    """(config, params, tokenizer, saved experiment config) of the latest checkpoint of a training workdir, restoring the params alone."""
     import orbax.checkpoint as ocp
     from etils import epath
 
@@ -108,17 +109,14 @@ def _load_workdir(path: str) -> tuple[ModelConfig, Any, str | None]:
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
     config = ModelConfig.from_dict(saved["model"])
     target = {"params": param_shapes(config)}
-    where = directory / str(step)
+    restore_args = jax.tree.map(lambda s: ocp.RestoreArgs(restore_type=np.ndarray, dtype=s.dtype), target)
     try:
-        state = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item=target, partial_restore=True, restore_args=jax.tree.map(
-                lambda s: ocp.RestoreArgs(restore_type=np.ndarray, dtype=s.dtype), target))))["state"]
+        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=target, partial_restore=True, restore_args=restore_args)))["state"]
+        params = jax.tree.map(np.asarray, state["params"])
+        convert_layout.check_params(config, params)
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{where} does not match the model config saved with it "
-                         f"(dim={config.dim}, n_layers={config.n_layers}, vocab_size={config.vocab_size}, "
-                         f"scan_layers={config.scan_layers}): {error}") from error
-    params = jax.tree.map(np.asarray, state["params"])
-    convert_layout.check_params(config, params)
+        raise ValueError(f"{directory / str(step)} does not match the model config saved with it: {error}") from error
     data = saved.get("data", {})
     tokenizer = None if data.get("source") == "synthetic" else sources.tokenizer_path(data)
-    return config, params, tokenizer
+    return config, params, tokenizer, saved
