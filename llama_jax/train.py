@@ -74,6 +74,20 @@ def check_finite(metrics: dict[str, float], step: int, batch: dict[str, np.ndarr
     )
 
 
+def check_token_ids(batch: dict[str, np.ndarray], vocab_size: int, step: int, manager) -> None:
+    """Raise before step `step` runs when its batch holds token ids outside [0, vocab_size): inside the jitted step
+    such an id reads no embedding row and the loss silently becomes NaN. Costs a min and a max over the batch."""
+    for key in ("inputs", "targets"):
+        low, high = int(batch[key].min()), int(batch[key].max())
+        if low < 0 or high >= vocab_size:
+            manager.wait_until_finished()  # the last good checkpoint completes; nothing newer is written
+            raise ValueError(
+                f"step {step}: the data stream gave token id {high if high >= vocab_size else low} in {key!r}, "
+                f"outside the model's vocabulary [0, {vocab_size}) (model.vocab_size): the tokenizer and the model do "
+                "not match; set model.vocab_size to the tokenizer's size or data.tokenizer to the model's tokenizer"
+            )
+
+
 @contextlib.contextmanager
 def sigterm_flag():
     """Yields a one-element list that becomes [True] when SIGTERM arrives (TPU preemption). Multi-host jobs
@@ -90,11 +104,11 @@ def sigterm_flag():
         signal.signal(signal.SIGTERM, previous)
 
 
-def train(config, workdir: str) -> dict[str, float]:
-    """Train `config` in `workdir` up to `config.train.steps`, resuming from its latest checkpoint; returns the
-    last step's metrics."""
+def train(config, workdir: str, devices: list | None = None) -> dict[str, float]:
+    """Train `config` in `workdir` up to `config.train.steps` on `devices` (default: all), resuming from its latest
+    checkpoint; returns the last step's metrics."""
     is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(config)
+    mesh = sharding.make_mesh(config, devices)
     manager = checkpoint.manager(workdir, config)
     target = ts.abstract_state(config, mesh)
     restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
@@ -104,15 +118,18 @@ def train(config, workdir: str) -> dict[str, float]:
         state = ts.init_state(config, mesh, jax.random.PRNGKey(config.seed))
     else:
         state, data_state = restored
-        stream.set_state(data_state)
+        checkpoint.restore_stream(stream, data_state, manager)
     start = int(jax.device_get(state.step))
-    logging.info("mesh %s; %s at step %d", sharding.describe(mesh), "resuming" if restored else "starting", start)
+    logging.info("mesh %s; %s", sharding.describe(mesh), f"resuming from the checkpoint of step {start}" if restored
+                 else "starting at step 0")
 
     compile_start = time.perf_counter()
     train_step = ts.make_train_step(config, mesh).lower(target, ts.abstract_batch(config, mesh)).compile()
     logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
     writer = MetricsWriter(workdir, enabled=is_main, start_step=start)
+    if restored is not None:
+        writer.write(start, {"resumed_from": start})
     throughput = Throughput(config)
     tokens_per_step = config.train.global_batch_size * config.train.seq_len
     progress = _progress_bar(start, config.train.steps, enabled=is_main)
@@ -129,6 +146,7 @@ def train(config, workdir: str) -> dict[str, float]:
             tick = time.perf_counter()
             batch = next(stream)
             data_wait = time.perf_counter() - tick
+            check_token_ids(batch, config.model.vocab_size, step + 1, manager)
             state, device_metrics = train_step(state, ts.device_batch(batch, config, mesh))
             # Reading the metrics every step serialises host and device, which costs little against steps
             # of a real model and lets a non-finite step be named and never checkpointed.

@@ -3,22 +3,21 @@ the stream, a resumed stream continues exactly, hosts read disjoint and complete
 the paper's settings, and bad input is counted or named instead of hanging.
 
 The corpus here is real text already on disk (docstrings of the Python standard library), written in the
-embedded corpus's layout by the corpus builder's own writer, so that no test needs `make corpus`.
+embedded corpus's layout by the corpus builder's own writer (conftest's `small_corpus`), so that no test needs
+`make corpus`.
 """
 
-import ast
 import gzip
 import io
 import json
 import os
-import shutil
-import sysconfig
 import tarfile
 
 import numpy as np
 import pytest
+from helpers import stdlib_paragraphs
 
-from data_pipeline import corpus, pipeline, sources
+from data_pipeline import pipeline, sources
 from data_pipeline import tokenizer as tok
 from data_pipeline.inspect import format_report
 from data_pipeline.sources import SOURCE_NAMES, TABLE1
@@ -28,38 +27,10 @@ VOCAB = 1024
 SEQ_LEN = 32
 
 
-def stdlib_paragraphs() -> list[str]:
-    """Paragraphs of the docstrings of the standard library's top-level modules, in file order."""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    paragraphs = []
-    for name in sorted(os.listdir(stdlib)):
-        if not name.endswith(".py"):
-            continue
-        with open(os.path.join(stdlib, name), encoding="utf-8", errors="replace") as f:
-            try:
-                tree = ast.parse(f.read())
-            except SyntaxError:
-                continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and (doc := ast.get_docstring(node)):
-                paragraphs.extend(p.strip() for p in doc.split("\n\n") if len(p.strip()) > 40)
-    return list(dict.fromkeys(paragraphs))  # some docstrings are repeated across modules
-
-
 @pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory) -> str:
+def corpus_dir(small_corpus) -> str:
     """The seven sources (each a different slice of the stdlib's docstrings) and a tokenizer trained on them."""
-    out = str(tmp_path_factory.mktemp("corpus"))
-    paragraphs = stdlib_paragraphs()
-    manifest = {"version": corpus.VERSION, "sources": {}}
-    for k, name in enumerate(SOURCE_NAMES):
-        docs = [(f"{name}/{i}", text) for i, text in enumerate(paragraphs[k::len(SOURCE_NAMES)][:700])]
-        manifest["sources"][name] = corpus.write_source(name, docs, out)
-    corpus.tokenizer_sample(out, manifest, f"{out}/sample.txt", 1 << 20)
-    corpus.train_tokenizer(f"{out}/sample.txt", f"{out}/tokenizer", VOCAB, threads=2)
-    with open(f"{out}/manifest.json", "w") as f:
-        json.dump(manifest, f)
-    return out
+    return small_corpus
 
 
 def make_config(corpus_dir: str, **data):
@@ -200,6 +171,39 @@ def test_observed_token_proportions_match_the_weights(drawn):
         sigma = np.sqrt(s["target"] * (1 - s["target"]) / rows)
         assert abs(s["observed"] - s["target"]) < 4 * sigma, s
         assert s["docs"] > 0 and s["epochs"] > 0
+
+
+def test_each_row_holds_text_of_the_source_drawn_for_it(drawn, corpus_dir, sp):
+    """Counted from the rows' own text, not from the stream's report: on the fixed seed, row i of the stream is a
+    piece of the documents of the source that tf.data's `sample_from_datasets` draws i-th with Table 1's weights.
+    Two sources swapped anywhere (names, weights, readers), even the two smallest, would show."""
+    import tensorflow as tf
+
+    stream, batches, report = drawn
+    texts = []
+    for name in stream.names:  # each source's training text, as the corpus files hold it
+        lines = []
+        for path in sorted(tf.io.gfile.glob(f"{corpus_dir}/{name}/train-*.jsonl")):
+            with open(path, encoding="utf-8") as f:
+                lines += [json.loads(line)["text"] for line in f]
+        texts.append("\n".join(lines))
+    rows = np.concatenate([np.concatenate([b["inputs"], b["targets"][:, -1:]], axis=1) for b in batches])
+    weights = [w for w, _ in TABLE1.values()]
+    sources = [tf.data.Dataset.range(i * 10**9, (i + 1) * 10**9) for i in range(len(weights))]
+    seed = make_config(corpus_dir).seed * 1_000_003  # how the stream seeds the draws of process 0
+    draws = tf.data.Dataset.sample_from_datasets(sources, weights=weights, seed=seed)
+    drawn_sources = next(draws.batch(len(rows)).as_numpy_iterator()) // 10**9
+
+    found = []
+    for row in rows:  # the sources whose text holds every document piece of the row
+        pieces = np.split(row, np.flatnonzero((row == sp.bos_id()) | (row == sp.eos_id())))
+        pieces = [text for p in pieces if (text := sp.decode([int(t) for t in p if t > sp.eos_id()]))]
+        found.append({i for i, source_text in enumerate(texts) if all(text in source_text for text in pieces)})
+    assert all(int(drawn) in holders for drawn, holders in zip(drawn_sources, found, strict=True))
+    assert sum(len(holders) > 1 for holders in found) < 0.05 * len(rows)  # 33 tokens of text name their source
+    counts = np.bincount(drawn_sources, minlength=len(texts))
+    assert [s["tokens"] // (SEQ_LEN + 1) for s in report["sources"]] == counts.tolist()
+    assert counts[SOURCE_NAMES.index("arxiv")] != counts[SOURCE_NAMES.index("stackexchange")]  # a swap would show
 
 
 def test_batches_have_the_interface_shapes_and_documents_start_with_bos(drawn, sp):
@@ -420,31 +424,3 @@ def test_missing_files_and_empty_sources_are_errors_that_name_them(corpus_dir, t
     c = make_config(corpus_dir, sources={"github": f"jsonl:{tmp_path}/{{split}}-*.jsonl.gz"})
     with pytest.raises(RuntimeError, match=r"source 'github': cannot read file .*train-0\.jsonl\.gz: inflate.*incorrect header"):
         data_pipeline.train_stream(c)
-
-
-# ---------------------------------------------------------------------------------------------- the trainer
-def test_the_trainer_trains_on_the_mixture_and_a_resumed_run_sees_the_same_batches(corpus_dir, tmp_path):
-    from llama_jax.train import train
-
-    def config(steps):
-        c = base_config("debug")
-        c.model.vocab_size = VOCAB
-        c.train.steps, c.train.seq_len, c.train.global_batch_size = steps, SEQ_LEN, 8
-        c.train.log_every, c.train.eval_every, c.train.eval_batches = 1, 3, 1
-        c.optimizer.warmup_steps = 1
-        c.checkpoint.every_steps = 3
-        c.data.corpus_dir, c.data.shuffle_buffer, c.data.threads = corpus_dir, 16, 1
-        return c.lock()
-
-    straight = train(config(5), str(tmp_path / "straight"))  # checkpoints at steps 3 and 5
-    assert np.isfinite(straight["loss"]) and straight["loss"] < np.log(VOCAB) + 1
-    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "5")
-    resumed = train(config(5), str(tmp_path / "resumed"))  # restores step 3 and the stream state saved with it
-    assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-6)
-    # Each metrics line carries the mixture as drawn so far: shares of the seven sources that sum to one.
-    from llama_jax.metrics import read_metrics
-
-    last = [r for r in read_metrics(str(tmp_path / "straight")) if "loss" in r][-1]
-    shares = {k: v for k, v in last.items() if k.startswith("mixture/") and k.endswith("/share")}
-    assert len(shares) == len(base_config("debug").data.weights) and sum(shares.values()) == pytest.approx(1.0)
