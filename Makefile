@@ -5,7 +5,10 @@ STAMP := $(VENV)/.installed
 CONFIG ?= experiments/configs/tiny.py
 WORKDIR ?= workdirs/tiny
 
-.PHONY: install test test-slow train corpus bench lint clean
+# Beam options of `make curate`: the DirectRunner on 2 worker processes (see README, "Curation", for clusters).
+CURATE_ARGS ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
+
+.PHONY: install test test-slow train corpus curate bench lint clean
 
 install: $(STAMP)
 
@@ -23,6 +26,13 @@ test-slow: install
 
 corpus: install
 	$(PY) -m data_pipeline.corpus
+
+# raw material in each source's format (from the packages `make corpus` fetches) -> reference models ->
+# the seven Beam pipelines -> tokenizer, all into .cache/{raw,curation_models,curated}; .cache/corpus is not touched
+curate: install
+	$(PY) -m data_pipeline.curation.raw
+	$(PY) -m data_pipeline.curation.reference_models
+	$(PY) -m data_pipeline.curation.mixture $(CURATE_ARGS)
 
 train: corpus
 	$(PY) -m llama_jax.train --config=$(CONFIG) --workdir=$(WORKDIR)

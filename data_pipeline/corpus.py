@@ -316,14 +316,19 @@ def write_source(name: str, docs: list[Document], out_dir: str) -> dict:
 
 
 def tokenizer_sample(out_dir: str, manifest: dict, path: str, sample_bytes: int, seed: int = 0) -> None:
-    """Writes a Table 1-weighted sample of the train split, one line of text per line, for SentencePiece."""
+    """Writes a Table 1-weighted sample of the train split, one line of text per line, for SentencePiece.
+
+    The manifest's shard paths are relative to `out_dir`; shards may be plain or gzipped JSON lines."""
+    import gzip
+
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as out:
         for name in SOURCE_NAMES:
             budget = int(TABLE1[name][0] * sample_bytes)
             docs = []
             for shard in manifest["sources"][name]["splits"]["train"]["shards"]:
-                with open(f"{out_dir}/{shard['path']}", encoding="utf-8") as f:
+                shard_path = f"{out_dir}/{shard['path']}"
+                with (gzip.open if shard_path.endswith(".gz") else open)(shard_path, "rt", encoding="utf-8") as f:
                     docs.extend(json.loads(line)["text"] for line in f)
             rng.shuffle(docs)
             for text in docs:

@@ -90,8 +90,7 @@ def other_inputs(d) -> dict[str, str]:
     shlex_py = open(os.path.join(sysconfig.get_paths()["stdlib"], "shlex.py"), encoding="utf-8").read()
     lead = WIKIPEDIA[0][1]
     docs = {
-        "c4": [{"url": "https://en.wikipedia.org/wiki/Album", "text": WIKIPEDIA[2][1],
-                "timestamp": "2019-04-25T12:57:54Z"},
+        "c4": [{"url": URL + "en/mod/mod_env.html", "text": MOD_ENV_EN, "timestamp": "2019-04-25T12:57:54Z"},
                {"url": "https://example.com/lorem", "text": "Lorem ipsum dolor sit amet, consectetur adipiscing."}],
         "wikipedia": [{"id": "en/Counterpoint", "text": "'''Counterpoint''' is a [[music|musical]] technique. "
                                                         + WIKIPEDIA[15][1] + "\n[[Category:Music theory]]"},
@@ -265,3 +264,29 @@ def test_the_command_line_names_what_is_wrong(tmp_path):
         pipelines.make_config(commoncrawl, {"min_chars": "many"})
     assert pipelines.pipeline_options([]).view_as(
         pipelines.StandardOptions).runner == pipelines.PYTHON_DIRECT_RUNNER
+
+
+def test_the_curated_output_feeds_the_tokenizer_sample_and_the_configs(runs, tmp_path):
+    from data_pipeline import corpus
+    from data_pipeline.curation import mixture
+    from experiments.configs import curation_ablation, tiny_curated
+
+    d, jobs, _, _ = runs
+    out = str(d / "out1")
+    sources = [job.source for job in jobs]
+    if len(sources) < len(SOURCE_NAMES):
+        with pytest.raises(FileNotFoundError, match="has no train shards"):
+            mixture.manifest(out)
+    else:
+        corpus.tokenizer_sample(out, mixture.manifest(out), str(tmp_path / "sample.txt"), 1 << 16)
+        kept = read_output(f"{out}/commoncrawl")
+        first_line = next(line for shard in kept.values() for doc in shard for line in doc["text"].split("\n")
+                          if line.strip())
+        assert first_line in (tmp_path / "sample.txt").read_text()
+    c = tiny_curated.get_config()
+    assert c.data.sources.wikipedia == ".cache/curated/wikipedia/{split}-*.jsonl.gz".join(["jsonl:", ""])
+    assert c.data.tokenizer == ".cache/curated/tokenizer.model"
+    raw, curated = curation_ablation.get_config("raw"), curation_ablation.get_config("curated")
+    assert raw.data.weights.commoncrawl == curated.data.weights.commoncrawl == 1.0 and raw.data.sources.commoncrawl == ""
+    assert sum(curated.data.weights.values()) == 1.0 and curated.data.tokenizer == raw.data.tokenizer == ""
+    assert raw.train.steps * raw.train.global_batch_size == curated.train.steps * curated.train.global_batch_size

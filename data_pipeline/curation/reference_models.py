@@ -65,7 +65,8 @@ def classifier_pages(roots: dict[str, str]) -> tuple[list[tuple[str, str, int]],
     per_source = len(negatives) // len(sources)
     positives, origins = [], {"commoncrawl": len(negatives)}
     for name, docs in sources.items():
-        chosen = sorted(docs, key=lambda doc: io.id_hash(doc[0]))[:per_source]  # a fixed, hash-ordered sample
+        # a fixed sample, by a hash other than the held-out one (which would pick the held-out pages first)
+        chosen = sorted(docs, key=lambda doc: io.id_hash(f"sample/{doc[0]}"))[:per_source]
         positives += [(doc_id, text, 1) for doc_id, text in chosen]
         origins[name] = len(chosen)
     return negatives + positives, origins
