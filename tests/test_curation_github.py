@@ -133,7 +133,8 @@ def test_pretokens_are_gpt2_pieces():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One pipeline over source trees (six and toml: MIT; warcio: Apache; typing-extensions: PSF; `orphan`: no
-    licence file) with planted bad files, plus JSON lines; returns the counters and the ids that came out."""
+    licence file) with planted bad files, and JSON lines beside them; returns the counters and the ids that came
+    out."""
     d = tmp_path_factory.mktemp("github")
     trees = d / "trees"
     files = [pair for name in ("six", "toml", "warcio", "typing_extensions") for pair in github.distribution_files(name)]
@@ -150,10 +151,9 @@ def run(tmp_path_factory):
     records = [{"id": "jsonl/apache", "text": tz, "meta": {"path": "toml/tz.py", "licence": "apache-2.0"}},
                {"id": "jsonl/gpl", "text": tz, "meta": {"path": "toml/tz.py", "licence": "gpl-3.0"}},
                {"id": "jsonl/unknown", "text": tz, "meta": {"path": "toml/tz.py"}}]
-    (d / "files.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (trees / "files.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))  # beside the trees
     p = test_pipeline.TestPipeline(options=pipelines.pipeline_options([]))
-    docs = github.curate((github.read(p, f"{trees}/**", DEFAULT), github.read(p, f"{d}/*.jsonl", DEFAULT))
-                         | beam.Flatten(), DEFAULT)
+    docs = github.curate(github.read(p, f"{trees}/**", DEFAULT), DEFAULT)
     _ = docs | beam.Map(lambda doc: doc["id"]) | beam.io.WriteToText(str(d / "ids"))
     result = p.run()
     result.wait_until_finish()

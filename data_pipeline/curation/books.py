@@ -189,6 +189,9 @@ class _ReadBook(beam.DoFn):
 
     def process(self, path: str) -> Iterator[Doc]:
         count(NAME, "read/files")
+        if io.is_jsonl(path):
+            yield from io.jsonl_docs(path, NAME, self.input_glob)
+            return
         text = read_book(path)
         if isinstance(text, Drop):
             count(NAME, f"read/dropped/{text.reason}")
@@ -199,9 +202,8 @@ class _ReadBook(beam.DoFn):
 
 
 def read(pipeline: beam.Pipeline, input_glob: str, config: Config = Config()) -> beam.PCollection:
-    """Books from plain-text files (Gutenberg's format, plain or .gz; one book per file) or JSON lines (`*.jsonl*`)."""
-    if re.search(r"\.jsonl(\.gz)?$", input_glob):
-        return io.read_jsonl(pipeline, input_glob, NAME)
+    """Books from plain-text files (Gutenberg's format, plain or .gz; one book per file) and JSON-lines files
+    (`.jsonl`/`.json`, optionally .gz) that `input_glob` matches."""
     return pipeline | "ReadBooks" >> io.ReadFiles(NAME, input_glob, _ReadBook(input_glob))
 
 

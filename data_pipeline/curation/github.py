@@ -227,13 +227,18 @@ class DedupFiles(beam.PTransform):
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def repositories(paths: Iterable[str], input_glob: str) -> dict[str, list[str]]:
-    """Files grouped by repository: the first directory of each path under the glob's base directory."""
+def repositories(paths: Iterable[str], input_glob: str) -> list[tuple[str, list[str]]]:
+    """(repository, its files): the first directory of each path under the glob's base directory; a file directly
+    in the base directory is its own group with repository "" (JSON lines, or a file of no repository)."""
     repos: dict[str, list[str]] = {}
+    loose = []
     for path in paths:
         repo, sep, _ = io.relative_name(path, input_glob).partition("/")
-        repos.setdefault(repo if sep else "", []).append(path)
-    return repos
+        if sep:
+            repos.setdefault(repo, []).append(path)
+        else:
+            loose.append(("", [path]))
+    return sorted(repos.items()) + loose
 
 
 def _read_bytes(path: str) -> bytes:
@@ -249,8 +254,13 @@ class _ReadRepository(beam.DoFn):
 
     def process(self, repo_paths: tuple[str, list[str]]) -> Iterator[Doc]:
         repo, paths = repo_paths
-        if not repo:  # files directly in the base directory belong to no repository
-            count(NAME, "read/dropped/not_in_a_repository", len(paths))
+        if not repo:  # a file directly in the base directory: JSON lines, or a file of no repository
+            for path in paths:
+                if io.is_jsonl(path):
+                    count(NAME, "read/files")
+                    yield from io.jsonl_docs(path, NAME, self.input_glob)
+                else:
+                    count(NAME, "read/dropped/not_in_a_repository")
             return
         count(NAME, "read/repositories")
         inside = {path: io.relative_name(path, self.input_glob)[len(repo) + 1:] for path in paths}
@@ -286,12 +296,10 @@ class _ReadRepository(beam.DoFn):
 
 
 def read(pipeline: beam.Pipeline, input_glob: str, config: Config = Config()) -> beam.PCollection:
-    """Source trees (`DIR/**`: each directory under DIR a repository, its licence file at its root), or JSON lines
-    (`*.jsonl*`, with `meta.path` and `meta.licence` as BigQuery's licence key, e.g. "apache-2.0")."""
-    if re.search(r"\.jsonl(\.gz)?$", input_glob):
-        return io.read_jsonl(pipeline, input_glob, NAME)
+    """Source trees (`DIR/**`: each directory under DIR a repository, its licence file at its root) and JSON-lines
+    files directly in DIR (`meta.path`, and `meta.licence` as BigQuery's licence key, e.g. "apache-2.0")."""
     repos = repositories(io.match(input_glob), input_glob)
-    return (pipeline | "Repositories" >> beam.Create(sorted(repos.items()))
+    return (pipeline | "Repositories" >> beam.Create(repos)
             | "SpreadRepositories" >> beam.Reshuffle()
             | "ReadRepository" >> beam.ParDo(_ReadRepository(input_glob, config.max_file_bytes))
             | "CountRead" >> beam.Map(_count_read)
