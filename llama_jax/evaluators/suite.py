@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from llama_jax import evaluators, scoring
+from llama_jax import scoring
 from llama_jax import train_step as ts
-from llama_jax.evaluators import heldout, offline
+from llama_jax.evaluators import heldout, offline, registry
 from llama_jax.evaluators.model import Model
 from llama_jax.evaluators.tasks import HELDOUT
 
@@ -29,10 +29,10 @@ class Suite:
 
     def __init__(self, config, mesh, make_eval_streams: Callable[[], dict[str, Iterable]]):
         self.config, self.mesh, self.make_eval_streams = config, mesh, make_eval_streams
-        names = evaluators.check_names(config.evals.tasks) if config.evals.tasks else []
+        names = registry.check_names(config.evals.tasks) if config.evals.tasks else []
         self.every = config.evals.every or config.train.eval_every
         self.heldout = HELDOUT in names
-        self.tasks = [evaluators.resolve(n, task_dir=task_dir(config), corpus_dir=corpus_dir(config))
+        self.tasks = [registry.resolve(n, task_dir=task_dir(config), corpus_dir=corpus_dir(config))
                       for n in names if n != HELDOUT]
         self.eval_step = ts.make_eval_step(config, mesh) if self.heldout else None
         self.streams = None  # the held-out streams, built at the first evaluation
@@ -57,6 +57,6 @@ class Suite:
         if self.tasks:
             model = Model(self.scorer.config, params, self.tokenizer, scorer=self.scorer)
             for task in self.tasks:
-                metrics = evaluators.evaluate(model, task, self.config.evals.max_items)
+                metrics = registry.evaluate(model, task, self.config.evals.max_items)
                 results.update({f"eval/{task.name}/{metric}": value for metric, value in metrics.items()})
         return results
