@@ -156,6 +156,15 @@ def test_bad_words_match_whole_words_and_a_fraction_keeps_pages_by_url():
     assert c4.keeps_badword_page(page, 0.5) == (int(c4.hashlib.md5(b"example.com/a").hexdigest(), 16) % 2 == 1)
 
 
+def test_the_optional_english_filter_scores_pages_with_lid176():
+    pages = {p["url"].rsplit("/", 1)[1]: p["text"] for p in load_pages()}
+    english = c4._english(c4.Config(min_english_score=0.5))
+    assert english({"id": "a", "text": c4.clean_page(pages["3_3_11.html"], DEFAULT)})["id"] == "a"
+    # A C declaration alone: no line of 3 words, so no language and a score of 0.
+    declaration = "void sqlite3_set_last_insert_rowid(sqlite3*,sqlite3_int64);"
+    assert english({"id": "b", "text": declaration}) == Drop("not_english")
+
+
 def test_a_missing_bad_words_file_and_a_bad_fraction_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="badwords_path"):
         c4.Config(badwords_path=str(tmp_path / "en"))
