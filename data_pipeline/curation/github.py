@@ -8,6 +8,8 @@ concrete; its thresholds are this module's defaults, in its order:
   skip_files     certificates (.crt) and the licence files themselves
   dedup          exact duplicates by MD5 of the content: one copy survives, the smallest id
   strip_header   the leading comment lines, then a /* */ block in the first 100 lines if it says "copyright"
+                 (a line starting with # counts as a comment in every language, so a C file's leading #include
+                 and #ifndef lines go too, as in RedPajama: 64 of the raw trees' .c/.h files start with one)
   filter         extension whitelist, longest line, mean line length, alphanumeric share, letters per token
 
 RedPajama counted tokens with pythia-6.9b's tokenizer (GPT-NeoX BPE, 50k pieces), which is not available
