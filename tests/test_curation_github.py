@@ -146,6 +146,7 @@ def run(tmp_path_factory):
     (trees / "toml" / "data.bin").write_bytes(b"\x00\x01binary")
     (trees / "toml" / "latin1.py").write_bytes(b"name = 'caf\xe9'\n")
     (trees / "toml" / "empty.py").write_bytes(b"")
+    (trees / "toml" / "big.py").write_bytes(b"x = 1\n" * (1 << 18))  # 1.5 MiB: over BigQuery's 1 MiB
     (trees / "README.md").write_text("Files of no repository.\n")
     tz = installed("toml", "toml/tz.py")
     records = [{"id": "jsonl/apache", "text": tz, "meta": {"path": "toml/tz.py", "licence": "apache-2.0"}},
@@ -170,7 +171,7 @@ def run(tmp_path_factory):
 def test_the_pipeline_reads_trees_and_json_lines_and_skips_bad_files_by_reason(run):
     counters, _ = run
     assert counters["read/repositories"] == 5
-    for reason in ("binary", "not_utf8", "empty_file", "not_in_a_repository"):
+    for reason in ("binary", "not_utf8", "empty_file", "too_large", "not_in_a_repository"):
         assert counters[f"read/dropped/{reason}"] == 1, reason
     # six 2 + toml 6 (+ six_copy.py and ca.crt) + warcio 19 + typing-extensions 2 + orphan 1, and 3 JSON lines
     assert counters["read/docs_out"] == 2 + 8 + 19 + 2 + 1 + 3

@@ -243,9 +243,10 @@ def repositories(paths: Iterable[str], input_glob: str) -> list[tuple[str, list[
     return sorted(repos.items()) + loose
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str, limit: int = -1) -> bytes:
+    """The file's bytes, at most `limit` of them (-1: all)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read()
+        return f.read(limit)
 
 
 class _ReadRepository(beam.DoFn):
@@ -280,7 +281,7 @@ class _ReadRepository(beam.DoFn):
 
     def read_file(self, path: str, doc_id: str, repo: str, inside: str, licence: str | None) -> Doc | Drop:
         count(NAME, "read/files")
-        data = _read_bytes(path)
+        data = _read_bytes(path, self.max_file_bytes)  # never more: a huge file is not read whole
         if not data:
             return Drop("empty_file")
         if len(data) >= self.max_file_bytes:
