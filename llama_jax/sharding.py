@@ -62,8 +62,9 @@ def make_mesh(config, devices=None) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     ici, dcn = mesh_shape(config, len(devices))
     if math.prod(dcn) > 1:
-        # TPU devices know their slice; elsewhere (GPU clusters, CPU processes) each process is one granule.
-        by_process = not hasattr(devices[0], "slice_index")
+        # TPU devices know their slice; elsewhere (GPU clusters, CPU processes) every device reports slice 0, or
+        # none, and each process is one granule.
+        by_process = len({getattr(device, "slice_index", 0) for device in devices}) == 1
         grid = mesh_utils.create_hybrid_device_mesh(
             ici, dcn, devices, process_is_granule=by_process, allow_split_physical_axes=True
         )
@@ -140,7 +141,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def process_axes(mesh: Mesh) -> list[str]:
+    """The mesh axes along which devices belong to different processes (hosts, or slices of a hybrid mesh): the
+    only axes whose collectives leave a host."""
+    process = np.vectorize(lambda device: device.process_index)(mesh.devices)
+    return [name for axis, name in enumerate(mesh.axis_names) if (np.diff(process, axis=axis) != 0).any()]
+
+
 def describe(mesh: Mesh) -> str:
-    """'data=1 fsdp=8 sequence=1 tensor=1 (8 cpu devices)'."""
+    """'data=1 fsdp=8 sequence=1 tensor=1 (8 cpu devices)', and with several processes which axes they span:
+    'data=2 fsdp=4 sequence=1 tensor=1 (8 cpu devices in 2 processes, across data)'."""
     axes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
-    return f"{axes} ({mesh.devices.size} {np.ravel(mesh.devices)[0].platform} devices)"
+    processes = len({device.process_index for device in np.ravel(mesh.devices)})
+    where = f" in {processes} processes, across {'+'.join(process_axes(mesh))}" if processes > 1 else ""
+    return f"{axes} ({mesh.devices.size} {np.ravel(mesh.devices)[0].platform} devices{where})"
