@@ -84,7 +84,7 @@ def _evaluate(model, setup, **kwargs) -> dict:
     from lm_eval.tasks import TaskManager
 
     return lm_eval.simple_evaluate(model=model, tasks=["tiny_mc", "tiny_gen"], log_samples=True,
-                                   task_manager=TaskManager(include_path=setup[1]), **kwargs)
+                                   task_manager=TaskManager(include_path=setup[1], include_defaults=False), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,7 @@ def test_a_tokenizer_of_another_vocabulary_is_refused(setup, tmp_path):
         LlamaJaxLM(checkpoint=setup[0], tokenizer=other)
 
 
+@pytest.mark.slow  # a second process that imports the harness and indexes its thousands of tasks: ~25 s
 def test_the_lm_eval_command_runs_our_model(setup, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "llama_jax.lm_eval", "--model", "llama_jax", "--model_args",
