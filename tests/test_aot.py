@@ -22,13 +22,16 @@ def test_tiny_config_compiles_for_a_v5e_slice(report):
     assert report.hbm_bytes == 16 * aot.GIB
 
 
-def test_memory_report_adds_up(report):
-    # The float32 weights and the two AdamW moments, sharded four ways, are (at least) the arguments.
-    assert report.argument_bytes >= 3 * 4 * report.params / report.chips
-    assert report.alias_bytes > 0  # the donated state is updated in place
-    assert report.total_bytes == (report.argument_bytes + report.output_bytes - report.alias_bytes
-                                  + report.temp_bytes + report.code_bytes)
-    assert report.fits
+def test_memory_holds_the_sharded_weights_and_adam_moments_once(report):
+    """Against a bound worked out by hand, not the report's own sums. The tiny preset (dim 256, 4 layers, SwiGLU
+    704, vocab 8192) has 2 x 8192 x 256 + 4 x (4 x 256^2 + 3 x 256 x 704 + 2 x 256) + 256 = 7,407,872 parameters;
+    as float32 weights and two float32 AdamW moments, sharded over the 4 chips (fsdp=4), they are
+    12 x 7,407,872 / 4 = 22,223,616 bytes per chip. The arguments hold them once (TPU tiles pad small dimensions,
+    so somewhat more; a replicated state would be four times as much), and the donated state is updated in place."""
+    state_per_chip = 22_223_616
+    assert state_per_chip <= report.argument_bytes < 1.5 * state_per_chip
+    assert report.alias_bytes >= state_per_chip
+    assert state_per_chip <= report.total_bytes <= report.hbm_bytes
 
 
 def test_projection_follows_the_flops_formula(report):
