@@ -102,6 +102,43 @@ def test_splash_compiles_for_a_tpu_slice():
     assert 'custom_call_target="tpu_custom_call"' in compiled.as_text()
 
 
+@pytest.mark.parametrize("shapes,dtype,message", [
+    (((2, 16, 4, 64), (2, 16, 4), (2, 16, 4)), None, "expected q \\[batch, length, heads, head_dim\\]"),
+    (((2, 16, 4, 64), (2, 16, 3, 64), (2, 16, 3, 64)), None, "kv_heads must divide heads"),
+    (((2, 16, 4, 64), (2, 8, 2, 64), (2, 8, 2, 64)), None, "share batch, length and head_dim"),
+    (((2, 16, 4, 64), (2, 16, 2, 64), (2, 16, 2, 64)), jnp.float16, "must have one dtype"),
+])
+def test_cudnn_attention_names_arguments_that_do_not_fit(shapes, dtype, message):
+    q, k, v = (jnp.zeros(shape, jnp.bfloat16) for shape in shapes)
+    with pytest.raises(ValueError, match=message):
+        attention.cudnn_attention(q, k, v.astype(dtype or v.dtype))
+    with pytest.raises(ValueError, match=r"segment_ids \(2, 8\) is not \[batch, length\] = \(2, 16\)"):
+        attention.cudnn_attention(*(jnp.zeros((2, 16, 2, 64), jnp.bfloat16) for _ in "qkv"), jnp.ones((2, 8)))
+
+
+def test_cudnn_attention_falls_back_to_xla_where_cudnn_cannot_run(qkv):
+    """On this CPU (and for float32 inputs, or head_dim above 128, on a GPU) the cuDNN path computes XLA's attention
+    and says why; `auto` never picks it here."""
+    q, k, v, segments = qkv
+    with pytest.warns(UserWarning, match=r"attention_impl='cudnn' cannot run here \(the backend is cpu, not an "
+                                         r"NVIDIA GPU\): using XLA attention"):
+        out = attention.cudnn_attention(q, k, v, segments)
+    np.testing.assert_array_equal(out, attention.xla_attention(q, k, v, segments))
+    assert attention.resolve("auto", jnp.bfloat16) == "xla"
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN runs on NVIDIA GPUs (the accelerator suite)")
+def test_cudnn_kernel_matches_reference_on_gpu(qkv, reference):
+    """The fused kernel itself, in bfloat16 as it trains: outputs and gradients within bfloat16 rounding."""
+    assert attention.cudnn_unavailable(qkv[0].astype(jnp.bfloat16)) is None
+
+    def cudnn(q, k, v, segments):
+        half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+        return attention.cudnn_attention(*half, segments).astype(jnp.float32)
+
+    _assert_close(_value_and_grads(jax.jit(cudnn), *qkv), reference, atol=5e-2)
+
+
 def test_auto_resolves_to_xla_on_cpu():
     assert attention.resolve("auto", jnp.bfloat16) == "xla"
     assert attention.resolve("splash", jnp.float32) == "splash"
