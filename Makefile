@@ -21,7 +21,7 @@ $(STAMP): setup.py
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
 
-test-slow: install
+test-slow: corpus  # the slow tier resumes on the embedded corpus: built (or verified) first, never skipped
 	$(PY) -m pytest -q -m slow tests
 
 corpus: install
