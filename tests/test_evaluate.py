@@ -155,3 +155,8 @@ def test_training_logs_downstream_accuracy(files, tmp_path):
     for record in evals:
         assert {"eval/synthetic/loss", "eval/custom/acc"} <= set(record)
         assert record["tokens_seen"] == record["step"] * 8 * 16
+    # The command on the workdir (its latest checkpoint, its data config) gives the numbers training logged there.
+    report = evaluate.run(evaluate.parse([f"--checkpoint={tmp_path}", f"--tasks=heldout,{files['custom']}",
+                                          f"--tokenizer={c.data.tokenizer}", "--max_items=8"]))
+    assert report["results"]["heldout"]["eval/synthetic/loss"] == pytest.approx(evals[-1]["eval/synthetic/loss"], rel=1e-6)
+    assert report["results"]["custom"]["acc_norm"] == evals[-1]["eval/custom/acc_norm"]
