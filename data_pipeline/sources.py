@@ -95,3 +95,17 @@ def mixture_weights(weights: Mapping[str, float], sources: Mapping[str, str], *,
             "data.normalize_weights=True to divide them by their sum")
     order = sorted(weights, key=lambda n: (SOURCE_NAMES.index(n) if n in TABLE1 else len(TABLE1), n))
     return {name: weights[name] / total for name in order if weights[name] > 0}  # in Table 1's order
+
+
+def table1_unique_tokens(total_tokens: float = 1.4e12) -> dict[str, float]:
+    """Unique tokens of each LLaMA source, from Table 1: its share of the 1.4T tokens over its epochs."""
+    return {name: weight * total_tokens / epochs for name, (weight, epochs) in TABLE1.items()}
+
+
+def implied_epochs(weights: Mapping[str, float], tokens: float,
+                   unique_tokens: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Epochs of each source that training on `tokens` tokens drawn with `weights` implies (Table 1's column):
+    its share of the tokens over its unique tokens; None where the source's size is unknown."""
+    total = sum(weights.values())
+    return {name: weight / total * tokens / unique_tokens[name] if unique_tokens.get(name) else None
+            for name, weight in weights.items()}

@@ -13,8 +13,12 @@ import json
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from ml_collections import ConfigDict
+
+from llama_jax.optim import learning_rate_schedule
 
 # Fields a resumed run may change: how it is parallelised, computed, logged and checkpointed. Everything
 # else (model shape, optimizer, schedule length, data, batch) defines the run and must match the checkpoint.
@@ -58,15 +62,20 @@ class DataStateRestore(ocp.args.CheckpointArgs):
 
 
 def manager(workdir: str, config) -> ocp.CheckpointManager:
-    """The run's CheckpointManager: a save every `checkpoint.every_steps`, the last `checkpoint.keep` kept."""
+    """The run's CheckpointManager: a save every `checkpoint.every_steps`, the last `checkpoint.keep` kept, and
+    the steps of `checkpoint.keep_steps` saved and kept for good (where cooldown branches start)."""
+    keep_steps = [int(step) for step in config.checkpoint.keep_steps]
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(
             [
                 ocp.checkpoint_managers.FixedIntervalPolicy(config.checkpoint.every_steps),
+                ocp.checkpoint_managers.SpecificStepsPolicy(keep_steps),
                 ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),  # multi-host SIGTERM sync point
             ]
         ),
-        preservation_policy=ocp.checkpoint_managers.LatestN(config.checkpoint.keep),
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(config.checkpoint.keep), ocp.checkpoint_managers.CustomSteps(keep_steps)]
+        ),
         enable_async_checkpointing=config.checkpoint.async_save,
     )
     directory = epath.Path(workdir).absolute() / "checkpoints"
@@ -94,13 +103,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def check_same_run(saved: dict[str, Any], config, directory) -> None:
-    """Raise when the checkpoint's config differs from `config` in a field that defines the run."""
+def check_same_run(saved: dict[str, Any], config, directory, may_differ: tuple[str, ...] = ()) -> None:
+    """Raise when the checkpoint's config differs from `config` in a field that defines the run (other than
+    MAY_CHANGE and the field prefixes of `may_differ`)."""
     now, then = _flatten(config_json(config)), _flatten(saved)
     differ = [
         f"{key}: {then.get(key, '<absent>')!r} in the checkpoint, {now.get(key, '<absent>')!r} now"
         for key in sorted(set(now) | set(then))
-        if not key.startswith(MAY_CHANGE) and now.get(key) != then.get(key)
+        if not key.startswith(MAY_CHANGE + may_differ) and now.get(key) != then.get(key)
     ]
     if differ:
         raise ValueError(
@@ -159,3 +169,44 @@ def _naming_damage(mngr: ocp.CheckpointManager, step: int, item: str = ""):
         cause = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise ValueError(f"{where} cannot be restored ({cause}): it is damaged or was written by other code; "
                          f"nothing was changed. To go on, {way_on}") from error
+
+
+# What a cooldown branch (Hägele et al. 2024) may change of the run it starts from: the schedule's length.
+BRANCH_MAY_DIFFER = ("train.steps", "optimizer.cooldown_fraction")
+
+
+def restore_branch(source_workdir: str, step: int, config, target) -> tuple[Any, bytes]:
+    """(TrainState, this process's data state) of step `step` of the run in `source_workdir`, to start `config`'s
+    run from: the two may differ only in BRANCH_MAY_DIFFER, and their learning rates must agree on every step
+    before `step` (a warmup-stable-decay cooldown branched from the stable phase), so the branch continues
+    exactly the run it would have been from scratch."""
+    directory = epath.Path(source_workdir).absolute() / "checkpoints"
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist: nothing to branch from; run the stable-phase run first")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    source = ocp.CheckpointManager(directory, options=options, item_names=("state", "config", "data"))
+    if step not in source.all_steps():
+        raise FileNotFoundError(
+            f"{source.directory} has no checkpoint of step {step} to branch from (it has {source.all_steps()}); "
+            f"run the stable-phase run with checkpoint.keep_steps including {step} first"
+        )
+    directory = directory / str(step)
+    with _naming_damage(source, step):
+        saved = source.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    check_same_run(saved, config, directory, may_differ=BRANCH_MAY_DIFFER)
+    steps = np.arange(step)
+    theirs, ours = learning_rate_schedule(ConfigDict(saved))(steps), learning_rate_schedule(config)(steps)
+    if not np.array_equal(np.asarray(theirs), np.asarray(ours)):
+        first = int(np.argmax(np.asarray(theirs) != np.asarray(ours)))
+        raise ValueError(
+            f"cannot branch from {directory}: its learning rate at step {first} was {float(theirs[first]):.6g}, this "
+            f"run's is {float(ours[first]):.6g}; a branch must share every step before it (optimizer.schedule='wsd' "
+            "with the cooldown starting at the branch step)"
+        )
+    check_same_processes(directory)
+    with _naming_damage(source, step):
+        restored = source.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataStateRestore())
+        )
+    source.close()
+    return restored["state"], restored["data"]

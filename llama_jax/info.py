@@ -5,15 +5,16 @@ from __future__ import annotations
 from absl import flags
 
 from llama_jax import cli, flops
-from llama_jax.config import PRESETS, get_preset
+from llama_jax.config import PRESETS, ModelConfig, get_preset
 from llama_jax.model import count_params
 
 GIB = 1024**3
 
 
-def describe(name: str, seq_len: int | None = None) -> dict[str, float]:
-    """Parameters, FLOPs per token and float32 training memory (weights, gradients, AdamW moments) of a preset."""
-    config = get_preset(name)
+def describe(model: str | ModelConfig, seq_len: int | None = None) -> dict[str, float]:
+    """Parameters (all, and without the input and output tables), FLOPs per token and float32 training memory
+    (weights, gradients, AdamW moments) of a preset (by name) or a ModelConfig."""
+    config = get_preset(model) if isinstance(model, str) else model
     seq_len = seq_len or config.max_seq_len
     n = count_params(config)
     return {

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import jax
+from etils import epath
 
 from llama_jax.flops import peak_flops, train_flops_per_token
 from llama_jax.train_step import model_config
@@ -80,9 +81,9 @@ class MetricsWriter:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """The complete records of WORKDIR/metrics.jsonl, in order (not a line a killed run left half written)."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        *complete, _partial = f.read().split("\n")
+    """The complete records of WORKDIR/metrics.jsonl (local or gs://, through etils.epath), in order (not a line
+    a killed run left half written)."""
+    *complete, _partial = (epath.Path(workdir) / "metrics.jsonl").read_text().split("\n")
     return [json.loads(line) for line in complete if line.strip()]
 
 

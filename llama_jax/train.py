@@ -104,14 +104,17 @@ def sigterm_flag():
         signal.signal(signal.SIGTERM, previous)
 
 
-def train(config, workdir: str, devices: list | None = None) -> dict[str, float]:
+def train(config, workdir: str, devices: list | None = None, branch: tuple[str, int] | None = None) -> dict[str, float]:
     """Train `config` in `workdir` up to `config.train.steps` on `devices` (default: all), resuming from its latest
-    checkpoint; returns the last step's metrics."""
+    checkpoint; a workdir without one starts from step `branch[1]` of the run in `branch[0]` when given (a
+    cooldown branched from a stable phase: checkpoint.restore_branch). Returns the last step's metrics."""
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config, devices)
     manager = checkpoint.manager(workdir, config)
     target = ts.abstract_state(config, mesh)
     restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
+    if restored is None and branch is not None:
+        restored = checkpoint.restore_branch(*branch, config, target)
     stream, make_eval_streams = data_streams(config)
     evals = Suite(config, mesh, make_eval_streams)  # config.evals: tasks resolved (and built) before training starts
     if restored is None:
@@ -190,6 +193,8 @@ def define_flags() -> None:
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit clusters.")
     flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
     flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
+    flags.DEFINE_string("branch_from", None, "With --branch_step: a new workdir starts from that step of this run.")
+    flags.DEFINE_integer("branch_step", None, "The checkpoint step of --branch_from to start from.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -213,7 +218,11 @@ def main(argv: list[str]) -> None:
     logging.getLogger("absl").addFilter(
         lambda r: r.levelno >= logging.WARNING or any(p in r.pathname for p in ("/llama_jax/", "/data_pipeline/"))
     )
-    train(flags.FLAGS.config, flags.FLAGS.workdir)
+    FLAGS = flags.FLAGS
+    if (FLAGS.branch_from is None) != (FLAGS.branch_step is None):
+        raise cli.UsageError("give both --branch_from=WORKDIR and --branch_step=STEP, or neither")
+    branch = None if FLAGS.branch_from is None else (FLAGS.branch_from, FLAGS.branch_step)
+    train(FLAGS.config, FLAGS.workdir, branch=branch)
 
 
 if __name__ == "__main__":

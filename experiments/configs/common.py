@@ -66,6 +66,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.optimizer.peak_lr = 3.0e-4
     c.optimizer.warmup_steps = 2000
     c.optimizer.final_lr_fraction = 0.1  # cosine decays to 10% of the peak
+    c.optimizer.schedule = "cosine"  # the paper's; "wsd": warmup-stable-decay (llama_jax.optim)
+    c.optimizer.cooldown_fraction = 0.2  # "wsd" only: the last 20% of the steps decay (Hägele et al. 2024)
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.95
     c.optimizer.eps = 1e-8  # not stated in the paper
@@ -98,12 +100,13 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
         ("head_dim", None),
         ("layers", None),
         ("norm", None),
+        ("cache_length", None),  # decoding's key/value cache (llama_jax.sampling)
     )
 
-        ("cache_length", None),  # decoding's key/value cache (llama_jax.sampling)
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000
     c.checkpoint.keep = 3
+    c.checkpoint.keep_steps = ()  # also saved, and never deleted: where cooldown branches start
     c.checkpoint.async_save = True
 
     c.data = ml_collections.ConfigDict()

@@ -1,0 +1,102 @@
+"""The scaling study run on a 2-core CPU (`make scaling`): four LLaMA shapes spanning 10x in non-embedding
+parameters N, each trained from below to well above Chinchilla's 20 tokens per parameter, on the bundled
+seven-source corpus with Table 1's mixture.
+
+    python -m experiments.sweep --config=experiments/configs/cpu_sweep.py --dry-run
+    python -m llama_jax.train --config=experiments/configs/cpu_sweep.py:size=d48l2,tokens=2.2e6 --workdir=...
+
+Design (each choice is measured or cited):
+- Sizes: d48l2, d64l3, d80l4, d112l4 (dim, layers; head_dim 16; SwiGLU hidden rounded to 16), N = 56k, 151k,
+  318k and 610k non-embedding parameters, 11x. Budgets are D/N in {10, 20, 40, 80, 160} for the smallest (to
+  160 tokens per parameter), {5, ..., 80} for d64l3 and {5, ..., 40} for the two largest, rounded to two
+  digits: 18 budgets. The compute was planned from measured throughput (2026-11-26, 2-core box under a load of
+  13-16): CPU time per token = 57 us + 56 us per MFLOP of model FLOPs (d48l2 118 us, d64l2 142, d96l3 261,
+  d128l4 437 per token), 17k CPU-seconds for the whole sweep, about 2 hours of two idle cores.
+- Tokenizer: the corpus's own BPE recipe with 2048 pieces instead of 8192 (experiments.tokenizer; 2048 is
+  the smallest that holds the corpus's 1370 required characters). The output layer costs 6 x dim x vocab FLOPs
+  per token: with 8192 pieces it would be 83% of d48l2's model FLOPs, with 2048 it is 55%.
+- Schedule: warmup-stable-decay (Hägele et al. 2024) instead of a cosine per budget: one stable-phase run per
+  size (`_stable`) keeps a checkpoint at each budget's cooldown start, and each budget is a branch that only
+  trains its cooldown, the last 20% of its steps with a (1 - sqrt) decay to 0. Every budget's run is then
+  exactly the run it would be from scratch with that schedule (same warmup, same stable rate, same batches;
+  llama_jax.checkpoint.restore_branch checks the learning rates agree), so its final loss is a valid
+  L(N, D) point; Hägele et al. found such cooldowns match per-length cosine runs. It trains 1.2x the largest
+  budget's tokens per size where a cosine per budget trains 1.9x.
+- Batch 32 x 128 tokens: at these losses Kaplan's critical batch is far larger, so a small batch wastes no
+  tokens, and on a CPU tokens/s barely depends on it (measured: d64l2 at 64 x 128 and 128 x 128 rows within
+  4%). AdamW beta2 = 0.99 rather than the paper's 0.95: Porian et al. 2024 found beta2 must be raised at small
+  batches. Peak LR 3e-3 x sqrt(256 / dim) (tiny.py's 3e-3 at dim 256; smaller models tolerate larger rates),
+  warmup of N tokens (Porian et al.: short warmup for small models), weight decay 0.1, clipping 1.0 (§2.3).
+- Held-out loss of every source every 250 steps and at the end (4 batches each, the same batches every time).
+"""
+
+import math
+import os
+
+from data_pipeline import sources
+from experiments import spec, tokenizer
+from experiments.configs.common import base_config
+
+# dim, layers: the four shapes (head_dim 16).
+SIZES = {"d48l2": (48, 2), "d64l3": (64, 3), "d80l4": (80, 4), "d112l4": (112, 4)}
+NON_EMBEDDING = {"d48l2": 55_536, "d64l3": 150_976, "d80l4": 318_160, "d112l4": 610_288}  # asserted in the tests
+TOKENS_PER_PARAM = {"d48l2": (10, 20, 40, 80, 160), "d64l3": (5, 10, 20, 40, 80), "d80l4": (5, 10, 20, 40),
+                    "d112l4": (5, 10, 20, 40)}
+BATCH, SEQ_LEN, VOCAB = 32, 128, 2048
+COOLDOWN = 0.2
+# Built by `python -m experiments.tokenizer` (make scaling), beside the corpus, never in it.
+TOKENIZER = os.path.join(os.path.dirname(sources.DEFAULT_CORPUS), "study", f"tokenizer_{VOCAB}.model")
+
+
+def budgets(size: str) -> list[float]:
+    """The size's token budgets: its tokens-per-parameter ratios times N, rounded to two significant digits."""
+    return [float(f"{ratio * NON_EMBEDDING[size]:.2g}") for ratio in TOKENS_PER_PARAM[size]]
+
+
+def cooldown_starts(size: str) -> list[int]:
+    """Steps where the size's budgets leave the stable phase: where their branches start."""
+    starts = []
+    for tokens in budgets(size):
+        steps = spec.steps_for(tokens, BATCH, SEQ_LEN)
+        starts.append(steps - round(COOLDOWN * steps))
+    return starts
+
+
+def get_config(arg: str = "size=d48l2,tokens=2.2e6"):
+    s = spec.parse(arg, sizes=SIZES, flags=("stable",))
+    dim, layers = SIZES[s.size]
+    c = base_config("tiny")
+    c.model.dim, c.model.n_layers, c.model.n_heads = dim, layers, dim // 16
+    c.model.multiple_of, c.model.vocab_size, c.model.max_seq_len = 16, VOCAB, SEQ_LEN
+    c.data.tokenizer = TOKENIZER
+    c.train.seq_len, c.train.global_batch_size = SEQ_LEN, BATCH
+    c.train.steps = spec.steps_for(s.tokens, BATCH, SEQ_LEN)
+    c.train.log_every, c.train.eval_every, c.train.eval_batches = 25, 250, 4
+    c.optimizer.peak_lr = round(3e-3 * math.sqrt(256 / dim), 5)
+    c.optimizer.b2 = 0.99
+    c.optimizer.warmup_steps = max(10, round(NON_EMBEDDING[s.size] / (BATCH * SEQ_LEN)))
+    c.optimizer.schedule = "wsd"
+    c.optimizer.final_lr_fraction = 0.0
+    c.optimizer.cooldown_fraction = 0.0 if "stable" in s.flags else COOLDOWN
+    if "stable" in s.flags:  # the stable phase keeps the checkpoints its budgets' cooldowns branch from
+        c.checkpoint.keep_steps = tuple(step for step in cooldown_starts(s.size) if step <= c.train.steps)
+    c.checkpoint.every_steps, c.checkpoint.keep = 500, 1
+    c.lock()
+    return c
+
+
+def sweep() -> list[str]:
+    """Per size: the stable phase up to the last cooldown start, then every budget's cooldown."""
+    runs = []
+    for size in SIZES:
+        runs.append(f"size={size},tokens={max(cooldown_starts(size)) * BATCH * SEQ_LEN},stable")
+        runs += [f"size={size},tokens={tokens:g}" for tokens in budgets(size)]
+    return runs
+
+
+def data_tokens(config) -> dict[str, float]:
+    """Training tokens of each source of the bundled corpus under the study's tokenizer ({} before it is built)."""
+    corpus = sources.corpus_dir(config.data)
+    if not (os.path.exists(config.data.tokenizer) and os.path.exists(os.path.join(corpus, "manifest.json"))):
+        return {}
+    return tokenizer.corpus_tokens(corpus, config.data.tokenizer)

@@ -1,0 +1,307 @@
+"""Sweeps: a study declared in one experiment file, expanded into locked run configs, tabulated with what each
+run costs, and run locally or on a TPU pod (experiments.launch).
+
+    python -m experiments.sweep --config=experiments/configs/paper_sweep.py --dry-run --topology=v5p-512
+    python -m experiments.sweep --config=experiments/configs/cpu_sweep.py --workdir=workdirs      # trains them
+    python -m experiments.sweep --config=experiments/configs/paper_sweep.py --launch=tpu --topology=v5p-512 \\
+        --tpu=NAME --zone=ZONE --workdir=gs://BUCKET [--slices=2] [--execute]
+
+A sweep file defines `get_config(arg)`, the locked config of the run that the spec `arg` describes
+(`size=7b,tokens=1e12`, experiments.spec), `sweep()`, the specs of its runs, and `data_tokens(config)`, the unique
+tokens of each data source (for the epochs the mixture implies; {} when unknown). Runs are named
+`<size>_<tokens>[_<knob>]` and live in `<workdir>/<sweep>/<name>`. A "wsd" run whose stable phase another run
+of the sweep covers (the same run but for the schedule's length, keeping the checkpoint of its cooldown start in
+`checkpoint.keep_steps`) is a cooldown branch of that run: it trains only its cooldown.
+
+N below is the non-embedding parameter count (Kaplan et al.; the input and output tables excluded), the size
+measure of the study's fits; `params` counts everything. FLOPs are llama_jax.flops' 6 x (all but the input
+embedding) + causal attention per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import os
+import re
+import sys
+from typing import Any
+
+from experiments import spec
+from llama_jax import cli
+
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, Table 3 (approach 1)
+DEFAULT_FIT_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "aot_fit.jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run of a sweep: its name, spec, locked config, and the run and step it branches from (or None)."""
+
+    sweep: str
+    name: str
+    arg: str
+    config_file: str
+    config: Any = dataclasses.field(repr=False)
+    branch: tuple[str, int] | None = None
+
+    def workdir(self, root: str, name: str | None = None) -> str:
+        """The workdir of this run (or of the sweep's run `name`) under `root`."""
+        return f"{root.rstrip('/')}/{self.sweep}/{name or self.name}"
+
+    @property
+    def parsed(self) -> spec.Spec:
+        """The run's spec: size, tokens, knobs, flags."""
+        return spec.parse(self.arg, knobs=None, flags=None)
+
+    @property
+    def trained_tokens(self) -> int:
+        """Tokens this run trains on itself: all of them, or a branch's cooldown only."""
+        first = self.branch[1] if self.branch else 0
+        return (self.config.train.steps - first) * self.config.train.global_batch_size * self.config.train.seq_len
+
+
+def load(config_file: str):
+    """The sweep file `config_file` as a module, checked to define get_config, sweep and data_tokens."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"sweep file {config_file} does not exist; e.g. experiments/configs/cpu_sweep.py")
+    module_spec = importlib.util.spec_from_file_location(f"sweep_{spec_stem(config_file)}", config_file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    missing = [name for name in ("get_config", "sweep", "data_tokens") if not hasattr(module, name)]
+    if missing:
+        raise ValueError(f"{config_file} is not a sweep file: it lacks {', '.join(missing)} (a sweep file defines "
+                         "get_config(arg), sweep() and data_tokens(config))")
+    return module
+
+
+def spec_stem(config_file: str) -> str:
+    """The sweep's name: its file name without `.py`."""
+    return os.path.splitext(os.path.basename(config_file))[0]
+
+
+def expand(config_file: str, only: str | None = None) -> list[Run]:
+    """The runs of the sweep in `config_file` (those whose name matches the regular expression `only`, and the
+    runs they branch from), each with its locked config, stable-phase runs before their branches."""
+    module = load(config_file)
+    runs = []
+    for arg in module.sweep():
+        config = module.get_config(arg)
+        if not config.is_locked:
+            raise ValueError(f"{config_file}: get_config({arg!r}) returned an unlocked config; end it with c.lock() "
+                             "so that a mistyped override is an error")
+        name = spec.parse(arg, knobs=None, flags=None).name
+        runs.append(Run(spec_stem(config_file), name, arg, config_file, config))
+    names = [run.name for run in runs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{config_file}: sweep() lists runs named {duplicates} more than once")
+    runs = [dataclasses.replace(run, branch=branch_source(run, runs)) for run in runs]
+    if only is not None:
+        try:
+            pattern = re.compile(only)
+        except re.error as error:
+            raise cli.UsageError(f"--only={only!r} is not a regular expression: {error}") from None
+        wanted = {run.name for run in runs if pattern.search(run.name)}
+        if not wanted:
+            raise ValueError(f"--only={only!r} matches none of the runs {names}")
+        wanted |= {run.branch[0] for run in runs if run.name in wanted and run.branch}
+        runs = [run for run in runs if run.name in wanted]
+    return dependencies_first(runs)
+
+
+def dependencies_first(runs: list[Run]) -> list[Run]:
+    """`runs` in the sweep's order, except that a run the next one branches from comes before it."""
+    by_name = {run.name: run for run in runs}
+    ordered: list[Run] = []
+    for run in runs:
+        for needed in ([by_name[run.branch[0]]] if run.branch else []) + [run]:
+            if needed not in ordered:
+                ordered.append(needed)
+    return ordered
+
+
+def branch_source(run: Run, runs: list[Run]) -> tuple[str, int] | None:
+    """(name, step) of the sweep's run whose checkpoint `run`'s cooldown starts from, or None."""
+    from llama_jax import checkpoint
+    from llama_jax.optim import cooldown_start
+
+    config = run.config
+    if config.optimizer.schedule != "wsd" or config.optimizer.cooldown_fraction == 0:
+        return None
+    start = cooldown_start(config)
+    for other in runs:
+        if other is run or start not in other.config.checkpoint.keep_steps or other.config.train.steps < start:
+            continue
+        try:
+            checkpoint.check_same_run(checkpoint.config_json(other.config), config, other.name,
+                                      may_differ=checkpoint.BRANCH_MAY_DIFFER)
+        except ValueError:
+            continue
+        return other.name, start
+    return None
+
+
+def describe(run: Run, data_tokens: dict[str, float]) -> dict[str, Any]:
+    """One table row: parameters, tokens, tokens per parameter, training FLOPs, Chinchilla's token count for the
+    size, steps, and the epochs of each source that the mixture implies."""
+    from data_pipeline.sources import implied_epochs
+    from llama_jax import info
+    from llama_jax.train_step import model_config
+
+    config = run.config
+    facts = info.describe(model_config(config), config.train.seq_len)
+    tokens = config.train.steps * config.train.global_batch_size * config.train.seq_len
+    n = facts["non_embedding_params"]
+    weights = {name: float(w) for name, w in config.data.weights.items() if w > 0}
+    return {
+        "run": run.name,
+        "params": facts["params"],
+        "non_embedding_params": n,
+        "tokens": tokens,
+        "tokens_per_param": tokens / n,
+        "flops": facts["train_flops_per_token"] * tokens,
+        "chinchilla_tokens": CHINCHILLA_TOKENS_PER_PARAM * n,
+        "steps": config.train.steps,
+        "branch": f"{run.branch[0]}@{run.branch[1]}" if run.branch else "",
+        "trained_flops": facts["train_flops_per_token"] * run.trained_tokens,
+        "epochs": implied_epochs(weights, tokens, data_tokens) if config.data.source == "mixture" else {},
+    }
+
+
+def add_costs(row: dict[str, Any], run: Run, topology, mfu: float, fit: dict | None) -> dict[str, Any]:
+    """`row` with chips, hours and chip-hours of the run's own training on `topology` at `mfu` of the chips'
+    bf16 peak, and the fit search's verdict `fit` (llama_jax.aot.fit_search)."""
+    from llama_jax import flops
+
+    hours = row["trained_flops"] / (topology.chips * flops.peak_flops(topology.device_kind) * mfu) / 3600
+    return {**row, "chips": topology.chips, "hours": hours, "chip_hours": hours * topology.chips, "fit": fit}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table (one line per run, then the totals)."""
+    from data_pipeline.sources import SOURCE_NAMES
+
+    sources = sorted({s for row in rows for s in row["epochs"]},
+                     key=lambda s: (SOURCE_NAMES.index(s) if s in SOURCE_NAMES else len(SOURCE_NAMES), s))
+    header = ["run", "params", "N", "tokens", "tok/N", "FLOPs", "Chinchilla", "steps", "from"]
+    header += [f"ep:{s[:5]}" for s in sources]
+    costs = any("chips" in row for row in rows)
+    if costs:
+        header += ["chips", "hours", "chip-h", "fit"]
+    lines = [header]
+    for row in rows:
+        line = [row["run"], _si(row["params"]), _si(row["non_embedding_params"]), _si(row["tokens"]),
+                f"{row['tokens_per_param']:.3g}", f"{row['flops']:.3g}", _si(row["chinchilla_tokens"]),
+                str(row["steps"]), row["branch"] or "-"]
+        line += [f"{row['epochs'][s]:.2f}" if row["epochs"].get(s) is not None else "-" for s in sources]
+        if costs:
+            line += [str(row["chips"]), f"{row['hours']:.1f}", f"{row['chip_hours']:,.0f}", _fit_text(row["fit"])]
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines]
+    total = sum(row["trained_flops"] for row in rows)
+    summary = f"{len(rows)} runs, {total:.3g} training FLOPs in all"
+    if costs:
+        summary += f", {sum(row['chip_hours'] for row in rows):,.0f} chip-hours"
+    return "\n".join([*text, summary])
+
+
+def _si(value: float) -> str:
+    """12_345_678 -> '12.35M'."""
+    return spec.format_tokens(value)
+
+
+def _fit_text(fit: dict | None) -> str:
+    """The fit column: the setting that fits and its memory, or what the run would need."""
+    if fit is None:
+        return "-"
+    gib = 1024**3
+    if not fit["fits"]:
+        return f"does not fit: needs {fit['total_bytes'] / gib:.0f} of {fit['hbm_bytes'] / gib:.0f} GiB"
+    return (f"fits: {fit['microbatches']} microbatch(es), remat {fit['remat']}, "
+            f"{fit['total_bytes'] / gib:.1f}/{fit['hbm_bytes'] / gib:.0f} GiB")
+
+
+def fit_overrides(fit: dict) -> tuple[str, ...]:
+    """The `--config.*` flags that give a run the fit search's setting."""
+    return (f"--config.train.microbatches={fit['microbatches']}", f"--config.model.remat_policy={fit['remat']}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="sweep file, e.g. experiments/configs/cpu_sweep.py")
+    parser.add_argument("--only", help="regular expression: the runs whose names match (and what they branch from)")
+    parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the table; run nothing")
+    parser.add_argument("--topology", help="TPU slice, v5p-512 (Cloud) or v5p:4x8x8 (libtpu): costs and fit columns")
+    parser.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilisation assumed for the hours")
+    parser.add_argument("--fit-cache", "--fit_cache", default=DEFAULT_FIT_CACHE, help="JSON lines of AOT fit results")
+    parser.add_argument("--launch", choices=("local", "tpu"), default="local", help="where the runs train")
+    parser.add_argument("--workdir", default="workdirs", help="root of the workdirs (<workdir>/<sweep>/<run>)")
+    parser.add_argument("--execute", action="store_true", help="with --launch=tpu: run the gcloud commands")
+    parser.add_argument("--tpu", help="with --launch=tpu: the queued resource (and node) name")
+    parser.add_argument("--zone", help="with --launch=tpu: the Cloud zone")
+    parser.add_argument("--project", default="", help="with --launch=tpu: the Cloud project (default: gcloud's)")
+    parser.add_argument("--slices", type=int, default=1, help="with --launch=tpu: slices joined over DCN")
+    parser.add_argument("--runtime-version", "--runtime_version", default="", help="TPU VM software version")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code:
+            raise cli.UsageError("bad command line; see python -m experiments.sweep --help") from None
+        raise
+    if args.launch == "tpu" and not (args.topology and args.tpu and args.zone):
+        raise cli.UsageError("--launch=tpu needs --topology, --tpu and --zone")
+    if args.execute and args.launch != "tpu":
+        raise cli.UsageError("--execute runs the gcloud commands of --launch=tpu; local runs start without it")
+    if not 0 < args.mfu <= 1:
+        raise cli.UsageError(f"--mfu={args.mfu} must be in (0, 1]")
+    if args.slices < 1:
+        raise cli.UsageError(f"--slices={args.slices} must be at least 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args(sys.argv[1:])
+    runs = expand(args.config, args.only)
+    module = load(args.config)
+    data_tokens = module.data_tokens(runs[0].config) if runs else {}
+    rows = [describe(run, data_tokens) for run in runs]
+    fits: dict[str, dict] = {}
+    if args.topology:
+        from llama_jax import aot
+
+        topology = aot.parse_topology(args.topology)
+        for run, i in zip(runs, range(len(rows)), strict=True):
+            fits[run.name] = aot.fit_search(run.config, topology, args.fit_cache, slices=args.slices).to_dict()
+            rows[i] = add_costs(rows[i], run, topology, args.mfu, fits[run.name])
+        print(f"costs on {args.slices} x {topology.cloud_name} ({topology.libtpu_name}) at {args.mfu:.0%} MFU; "
+              f"fit by AOT compilation (cache {args.fit_cache})")
+    print(format_table(rows))
+    if args.dry_run:
+        return
+    if args.launch == "local":
+        from experiments import launch
+
+        launch.run_local(runs, args.workdir)
+        return
+    from experiments import launch
+
+    unfit = [name for name, fit in fits.items() if not fit["fits"]]
+    if unfit:
+        raise ValueError(f"{unfit} fit {args.topology} with no microbatch count or remat policy; use a larger slice")
+    commands = launch.tpu_commands(runs, args.workdir, topology, tpu=args.tpu, zone=args.zone, project=args.project,
+                                   slices=args.slices, runtime_version=args.runtime_version,
+                                   overrides={name: fit_overrides(fit) for name, fit in fits.items()})
+    if args.execute:
+        launch.execute(commands)
+    else:
+        import shlex
+
+        print("\n".join(shlex.join(command) for command in commands))
+        print(f"# printed only; add --execute to run these {len(commands)} commands")
+
+
+if __name__ == "__main__":
+    cli.run(main)
