@@ -23,6 +23,7 @@ import random
 import re
 from collections.abc import Iterator
 
+from data_pipeline import sources
 from llama_jax import cli
 from llama_jax.evaluators.tasks import write_jsonl
 
@@ -31,8 +32,7 @@ TASKS = ("next_sentence", "cloze")
 CHOICES = 4
 ITEMS = 300  # per task
 CONTEXT_CHARS = 400  # the passage before the sentence or word: the last whole sentences within this many characters
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_CORPUS = os.path.join(REPO, ".cache", "corpus")
+DEFAULT_CORPUS = sources.DEFAULT_CORPUS
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _WORD = re.compile(r"(?<= )([A-Za-z]{4,12})(?![\w'-])")  # a whole word after a space: the cloze's delimiter

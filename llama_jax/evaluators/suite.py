@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 
+from data_pipeline import sources
 from llama_jax import scoring
 from llama_jax import train_step as ts
 from llama_jax.evaluators import heldout, offline, registry
@@ -13,14 +13,9 @@ from llama_jax.evaluators.model import Model
 from llama_jax.evaluators.tasks import HELDOUT
 
 
-def corpus_dir(config) -> str:
-    """The corpus the run reads (config.data.corpus_dir, default the embedded one)."""
-    return config.data.corpus_dir or offline.DEFAULT_CORPUS
-
-
 def task_dir(config) -> str:
     """Where the run's task files live (config.evals.task_dir, default beside the corpus: .cache/tasks)."""
-    return config.evals.task_dir or offline.default_task_dir(corpus_dir(config))
+    return config.evals.task_dir or offline.default_task_dir(sources.corpus_dir(config.data))
 
 
 class Suite:
@@ -32,7 +27,7 @@ class Suite:
         names = registry.check_names(config.evals.tasks) if config.evals.tasks else []
         self.every = config.evals.every or config.train.eval_every
         self.heldout = HELDOUT in names
-        self.tasks = [registry.resolve(n, task_dir=task_dir(config), corpus_dir=corpus_dir(config))
+        self.tasks = [registry.resolve(n, task_dir=task_dir(config), corpus_dir=sources.corpus_dir(config.data))
                       for n in names if n != HELDOUT]
         self.eval_step = ts.make_eval_step(config, mesh) if self.heldout else None
         self.streams = None  # the held-out streams, built at the first evaluation
@@ -40,8 +35,7 @@ class Suite:
             from llama_jax import tokenizer as tokenizer_lib
 
             cfg = ts.model_config(config)
-            path = config.data.tokenizer or os.path.join(corpus_dir(config), "tokenizer.model")
-            self.tokenizer = tokenizer_lib.load(path, cfg.vocab_size)
+            self.tokenizer = tokenizer_lib.load(sources.tokenizer_path(config.data), cfg.vocab_size)
             self.scorer = scoring.Scorer(cfg, rows=config.evals.rows, mesh=mesh, train_config=config)
 
     def due(self, step: int) -> bool:
