@@ -85,6 +85,22 @@ def test_acc_norm_divides_by_characters_and_the_ratio_rule_divides_by_p_given_an
     assert multiple_choice.evaluate(StubModel(table), task)["acc_ratio"] == 1.0
 
 
+def test_closed_book_answers_are_greedy_lines_after_the_papers_prompt(tmp_path):
+    class Answers:
+        def generate(self, prompts, *, max_new_tokens, until):
+            self.asked = (list(prompts), max_new_tokens, until)
+            return [" Paris", "the  Beatles.", "1066 AD"]
+
+    task = tasks.read_jsonl(_write(tmp_path / "qa.jsonl", [
+        {"question": "Capital of France?", "answers": ["Paris"]},
+        {"question": "Who sang Help?", "answers": ["Beatles", "The Beatles"]},
+        {"question": "When was Hastings?", "answers": ["1066"]}]))
+    model = Answers()
+    assert exact_match.evaluate(model, task) == {"exact_match": pytest.approx(2 / 3)}
+    prompts, _, until = model.asked
+    assert prompts[0] == "Answer these questions:\nQ: Capital of France?\nA:" and until == ("\n",)
+
+
 def test_exact_match_normalises_like_squad():
     assert exact_match.normalize("  The Eiffel-Tower!  ") == "eiffeltower"
     assert exact_match.is_match("the Beatles.", ("Beatles", "The Fab Four"))
