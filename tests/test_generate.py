@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from experiments.configs import debug
 from llama_jax import cli, convert, generate, sampling, weights
 from llama_jax import tokenizer as tokenizer_lib
 from llama_jax.config import PRESETS
-from llama_jax.model import init_params
+from llama_jax.model import param_shapes
 
 CONFIG = PRESETS["debug"]  # vocab 256, context 64
 _LETTERS = np.random.default_rng(1).choice(list("abcdefghijklmnopqrstuvwxyz"), size=(3000, 5))
@@ -39,7 +38,7 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("generate")
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda x: (0.3 * rng.standard_normal(x.shape)).astype(np.float32) + (x.ndim == 1),
-                          nn.meta.unbox(init_params(CONFIG, jax.random.key(0))))
+                          param_shapes(CONFIG))  # norms near one (x.ndim == 1), order-one weights
     convert.save_orbax(CONFIG, params, str(root / "orbax"))
     tok = _spm(root / "orbax" / "tokenizer.model", 256)
     return {"root": root, "params": params, "orbax": str(root / "orbax"), "tokenizer": tok,
@@ -186,10 +185,18 @@ def test_command_on_a_training_workdir_with_ids_or_a_tokenizer(workdir, files, t
     result = _json(capsys, f"--checkpoint={workdir}", "--prompt_ids=1,5,9,33", "--max_new_tokens=8")
     assert result["ids"] == sampling.generate(loaded.config, loaded.params, [ids], max_new_tokens=8).tokens
     assert "text" not in result and result["finish"] == ["length"]
-    (tmp_path / "prompts.txt").write_text("the cat1 sat\n\nthe dog2 sat on a1\n")
-    result = _json(capsys, f"--checkpoint={workdir}", f"--batch_file={tmp_path / 'prompts.txt'}",
-                   f"--tokenizer={files['tokenizer']}", "--max_new_tokens=8", "--temperature=0.7", "--top_k=5")
-    assert len(result["ids"]) == len(result["text"]) == 2 and result["prompts"][1] == "the dog2 sat on a1"
+    (tmp_path / "one.txt").write_text("the dog sat on 12\n")
+    result = _json(capsys, f"--checkpoint={workdir}", f"--batch_file={tmp_path / 'one.txt'}",
+                   f"--tokenizer={files['tokenizer']}", "--max_new_tokens=8")
+    assert result["prompts"] == ["the dog sat on 12"] and len(result["text"]) == 1
+
+
+def test_a_batch_file_holds_one_prompt_per_non_empty_line(files, tmp_path):
+    tok = tokenizer_lib.load(files["tokenizer"])
+    (tmp_path / "prompts.txt").write_text("the cat sat\n\n  the dog sat on 12\n")
+    args = generate.parse_args(["--checkpoint=x", f"--batch_file={tmp_path / 'prompts.txt'}"])
+    assert generate.read_prompts(args, tok) == [tok.encode("the cat sat", bos=True),
+                                                tok.encode("  the dog sat on 12", bos=True)]
 
 
 def test_bad_input_is_one_error_line(files, workdir, tmp_path, capsys):

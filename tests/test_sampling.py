@@ -1,5 +1,6 @@
 """Decoding is exact: the key/value cache gives the logits of recomputing the whole sequence, greedy tokens equal
-transformers' `generate`, sampling draws from the filtered distribution, and padding changes nothing."""
+transformers' `generate` on each prompt alone (so padding a batch changes nothing), sampling draws from the
+filtered distribution, and stopping is exact."""
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,9 @@ from llama_jax import convert, sampling  # noqa: E402
 from llama_jax.model import LLaMA  # noqa: E402
 
 RNG = np.random.default_rng(0)
-# Prompts of 1 to 13 tokens: one prompt bucket (16), one cache bucket (16 + 8 new tokens -> 32).
-PROMPTS = [RNG.integers(0, VOCAB, n).tolist() for n in (5, 13, 1)]
+# Three prompts (a batch of 4 rows, one of them padding); the 60-token one reaches the context (64) after 4 new
+# tokens. Every generate call below has the same shapes, so the decoder compiles once per sampler and model.
+PROMPTS = [RNG.integers(0, VOCAB, n).tolist() for n in (5, 60, 1)]
 NEW = 8
 
 
@@ -47,40 +49,37 @@ def _hf_greedy(model, prompt: list[int], new: int, eos_id: int | None = None) ->
 def test_cached_decoding_gives_the_logits_of_the_whole_sequence(models, name):
     _, config, params = models[name]
     tokens = jnp.asarray(RNG.integers(0, VOCAB, (2, 12)))
-    full = LLaMA(config).apply({"params": params}, tokens)
+    full = jax.jit(LLaMA(config).apply)({"params": params}, tokens)
     model = LLaMA(config, cache_length=16)
-    # rows at different positions: row 1 prefills 3 tokens fewer and catches up one token at a time
-    prefill = jnp.asarray([[*range(5)], [*range(5)]])
-    logits, variables = model.apply({"params": params}, tokens[:, :5], prefill, mutable=["cache"])
-    np.testing.assert_allclose(logits, full[:, :5], atol=2e-5, rtol=0)
-    row1 = [full[1, 4]]
+    apply = jax.jit(lambda variables, tokens, positions: model.apply(variables, tokens, positions, mutable=["cache"]))
+    # prefill 5 tokens, then one token at a time: the logits of every position, as the whole sequence gives them
+    logits, cache = apply({"params": params}, tokens[:, :5], jnp.broadcast_to(jnp.arange(5), (2, 5)))
+    steps = [logits]
     for t in range(5, 12):
-        logits, variables = model.apply({"params": params, **variables}, tokens[:, t:t + 1], jnp.full((2, 1), t),
-                                        mutable=["cache"])
-        np.testing.assert_allclose(logits[0, 0], full[0, t], atol=2e-5, rtol=0)
-        row1.append(logits[1, 0])
-    np.testing.assert_allclose(np.stack(row1), full[1, 4:], atol=2e-5, rtol=0)
+        logits, cache = apply({"params": params, **cache}, tokens[:, t:t + 1], jnp.full((2, 1), t))
+        steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=2e-5, rtol=0)
     assert float(jnp.abs(full).max()) > 1.0  # not a comparison of near-zero numbers
+    # rows at different positions in one call: row 1 is fed position 4 again while row 0 moves on to 11
+    logits, _ = apply({"params": params, **cache}, tokens[[0, 1], [11, 4]][:, None], jnp.asarray([[11], [4]]))
+    np.testing.assert_allclose(logits[:, 0], full[[0, 1], [11, 4]], atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["mha", "gqa"])
-def test_greedy_tokens_equal_transformers_generate(models, name):
+def test_greedy_tokens_of_a_batch_equal_transformers_generate_on_each_prompt(models, name):
     model, config, params = models[name]
     ours = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW)
-    for prompt, tokens, finish in zip(PROMPTS, ours.tokens, ours.finish, strict=True):
-        assert tokens == _hf_greedy(model, prompt, NEW) and finish == "length"
+    for prompt, tokens in zip(PROMPTS, ours.tokens, strict=True):
+        assert tokens == _hf_greedy(model, prompt, NEW)[: len(tokens)]  # transformers goes past the context
+    # a prompt and its continuation stay within the context, as in the reference's generate
+    assert [len(t) for t in ours.tokens] == [NEW, 4, NEW] and ours.finish == ["length", "context", "length"]
     # an EOS that greedy decoding meets half way: transformers emits it and stops; we stop before it
     eos = ours.tokens[0][4]
-    expected = _hf_greedy(model, PROMPTS[0], NEW, eos_id=eos)
-    stopped = sampling.generate(config, params, PROMPTS[:1], max_new_tokens=NEW, eos_id=eos)
-    assert stopped.tokens[0] + [eos] == expected and stopped.finish == ["eos"]
-
-
-def test_a_batch_of_prompts_gives_each_prompt_alone(models):
-    _, config, params = models["mha"]
-    batched = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW)
-    for prompt, tokens in zip(PROMPTS, batched.tokens, strict=True):
-        assert sampling.generate(config, params, [prompt], max_new_tokens=NEW).tokens == [tokens]
+    stopped = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW, eos_id=eos)
+    for prompt, tokens, finish in zip(PROMPTS, stopped.tokens, stopped.finish, strict=True):
+        ours_with_eos = tokens + [eos] * (finish == "eos")
+        assert ours_with_eos == _hf_greedy(model, prompt, NEW, eos_id=eos)[: len(ours_with_eos)]
+    assert stopped.finish[0] == "eos" and stopped.tokens[0] == ours.tokens[0][: ours.tokens[0].index(eos)]
 
 
 def test_sampling_is_reproducible_and_depends_on_the_seed(models):
@@ -93,24 +92,17 @@ def test_sampling_is_reproducible_and_depends_on_the_seed(models):
 
 def test_stop_cuts_at_the_first_prefix_whatever_the_chunk(models):
     _, config, params = models["mha"]
-    greedy = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW).tokens
-    target = greedy[1][5]  # "stop once the last token is this one": first true after 6 tokens for prompt 1
+    greedy = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW)
+    target = greedy.tokens[0][5]  # "stop once the last token is this one": true first after 6 tokens or earlier
 
     def stop(ids):
         return ids[-1] == target
 
-    expected = [t[: t.index(target) + 1] if target in t else t for t in greedy]
+    expected = [t[: t.index(target) + 1] if target in t else t for t in greedy.tokens]
     for chunk in (1, 3, 16):
         out = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW, stop=stop, chunk=chunk)
         assert out.tokens == expected
-        assert out.finish == ["stop" if target in t else "length" for t in greedy]
-
-
-def test_a_row_stops_at_the_context_length(models):
-    _, config, params = models["mha"]
-    long = RNG.integers(0, VOCAB, config.max_seq_len - 3).tolist()
-    out = sampling.generate(config, params, [long, PROMPTS[0]], max_new_tokens=NEW)
-    assert [len(t) for t in out.tokens] == [3, NEW] and out.finish == ["context", "length"]
+        assert out.finish == ["stop" if target in t else f for t, f in zip(greedy.tokens, greedy.finish, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------- filtering
