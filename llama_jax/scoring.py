@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from llama_jax.tokenizer import Tokenizer
 
 TokenRequest = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids); the context is never empty
-MIN_ROW_LEN = 64  # the shortest row of the ladder: short requests pack into it rather than compile a tiny shape
+MIN_ROW_LEN = 256  # the shortest row of the ladder: short requests pack several to a row (a 2048-token batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[
 
 
 def row_length(longest: int, max_seq_len: int) -> int:
-    """The row length for requests of at most `longest` input tokens: the ladder 64, 128, 256, ... capped at
+    """The row length for requests of at most `longest` input tokens: the ladder 256, 512, 1024, ... capped at
     max_seq_len, so a suite of evaluations compiles a handful of shapes."""
     length = MIN_ROW_LEN
     while length < longest:

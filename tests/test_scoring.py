@@ -83,7 +83,7 @@ def test_pack_places_every_request_once_within_rows():
 
 
 def test_row_length_ladder():
-    assert [scoring.row_length(n, 2048) for n in (1, 64, 65, 200, 2000)] == [64, 64, 128, 256, 2048]
+    assert [scoring.row_length(n, 2048) for n in (1, 256, 257, 600, 2000)] == [256, 256, 512, 1024, 2048]
     assert scoring.row_length(100, 96) == 96
 
 

@@ -27,11 +27,11 @@ from data_pipeline import sources
 from llama_jax import cli
 from llama_jax.evaluators.tasks import write_jsonl
 
-VERSION = 1
+VERSION = 2  # 2: passages of 240 characters
 TASKS = ("next_sentence", "cloze")
 CHOICES = 4
 ITEMS = 300  # per task
-CONTEXT_CHARS = 400  # the passage before the sentence or word: the last whole sentences within this many characters
+CONTEXT_CHARS = 240  # the passage before the sentence or word: the last whole sentences within this many characters
 DEFAULT_CORPUS = sources.DEFAULT_CORPUS
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -68,8 +68,9 @@ def sentences(text: str) -> list[str]:
 
 
 def mostly_letters(text: str) -> bool:
-    """At least 70% of the non-space characters are letters (prose, not code or markup)."""
-    return sum(ch.isalpha() for ch in text) >= 0.7 * len(text.replace(" ", ""))
+    """At least 70% of the non-space characters are Latin-script letters (prose, not code or markup; and a few
+    tokens per character, where other scripts fall back to several byte tokens each)."""
+    return sum(ch.isalpha() and ord(ch) < 0x250 for ch in text) >= 0.7 * len(text.replace(" ", ""))
 
 
 def is_prose(sentence: str) -> bool:
@@ -78,11 +79,11 @@ def is_prose(sentence: str) -> bool:
             and mostly_letters(sentence))
 
 
-def passage(previous: list[str]) -> str:
-    """The last whole sentences of `previous` that fit in CONTEXT_CHARS ('' when even the last one does not)."""
+def passage(previous: list[str], chars: int = CONTEXT_CHARS) -> str:
+    """The last whole sentences of `previous` that fit in `chars` characters ('' when even the last one does not)."""
     kept: list[str] = []
     for sentence in reversed(previous):
-        if sum(len(s) + 1 for s in kept) + len(sentence) > CONTEXT_CHARS:
+        if sum(len(s) + 1 for s in kept) + len(sentence) > chars:
             break
         kept.insert(0, sentence)
     return " ".join(kept)
@@ -104,10 +105,10 @@ def _cloze_candidates(docs: list[list[str]]) -> Iterator[dict]:
             words = [m for m in _WORD.finditer(sentence) if m.start() >= 20]  # a few words of the sentence precede
             if words:
                 word = words[len(words) // 2]  # one per sentence, from its middle
-                context = (passage(doc[:i]) + " " + sentence[:word.start()]).strip()
+                prefix = sentence[:word.start()]
+                context = (passage(doc[:i], CONTEXT_CHARS - len(prefix)) + " " + prefix).strip()
                 if len(context) >= 60 and mostly_letters(context):
-                    yield {"doc": d, "context": context[:-1] if context.endswith(" ") else context,
-                           "answer": word.group(1)}
+                    yield {"doc": d, "context": context, "answer": word.group(1)}
 
 
 def _shape(word: str) -> tuple[int, bool]:
