@@ -1,7 +1,7 @@
 """A person's view of every command: a user error is one line `error: ...` on stderr and a non-zero exit, with no
 traceback and no library noise around it; `--debug` shows the traceback.
 
-The refusals run as a person runs them (`python -m ...`, in this session's 8-device environment without the
+The commands run as a person runs them (`python -m ...`, in this session's 8-device environment without the
 settings conftest.py adds), all at once, each in its own process group that is killed if the test fails.
 """
 
@@ -41,13 +41,15 @@ def python(*args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def refusals(tmp_path_factory) -> dict[str, tuple[int, str]]:
-    """name -> (exit status, stderr) of each refused command."""
+def commands(tmp_path_factory, small_corpus) -> dict[str, tuple[int, str]]:
+    """name -> (exit status, stderr) of each refused command, and of two data commands that succeed."""
     tmp = tmp_path_factory.mktemp("refusals")
     cut_short = meta_checkpoint(tmp / "cut_short", META_PARAMS, pth_cut_short(tmp))
     not_json = meta_checkpoint(tmp / "not_json", '{"dim": 64, "n_layers": 2,', b"")
     train = ("llama_jax.train", "--config=experiments/configs/debug.py", f"--workdir={tmp / 'workdir'}")
-    commands = {
+    small = ("--config=experiments/configs/debug.py", f"--config.data.corpus_dir={small_corpus}",
+             "--config.model.vocab_size=1024", "--config.data.threads=1", "--config.data.shuffle_buffer=16")
+    argv = {
         "corrupted .pth": python("llama_jax.convert", "--from=meta", "--to=hf", cut_short, str(tmp / "out1")),
         "params.json not JSON": python("llama_jax.convert", "--from=meta", "--to=hf", not_json, str(tmp / "out2")),
         "misspelled override": python(*train, "--config.train.stpes=10"),
@@ -55,10 +57,12 @@ def refusals(tmp_path_factory) -> dict[str, tuple[int, str]]:
         "weights not summing to 1": python("data_pipeline.inspect", "--config=experiments/configs/debug.py",
                                            "--config.data.weights.github=0.1", "--batches=1"),
         "--debug": python("llama_jax.convert", "--from=meta", "--to=hf", not_json, str(tmp / "out3"), "--debug"),
+        "inspect": python("data_pipeline.inspect", *small, "--batches=2"),
+        "pretokenize": python("data_pipeline.pretokenize", *small, "--source=arxiv", f"--out={tmp / 'arxiv'}"),
     }
-    logs = {name: str(tmp / f"{i}.log") for i, name in enumerate(commands)}
-    with started(*((commands[name], logs[name]) for name in commands), env=person_env()) as processes:
-        return {name: (process.wait(), process.stderr()) for name, process in zip(commands, processes, strict=True)}
+    logs = {name: str(tmp / f"{i}.log") for i, name in enumerate(argv)}
+    with started(*((argv[name], logs[name]) for name in argv), env=person_env()) as processes:
+        return {name: (process.wait(), process.stderr()) for name, process in zip(argv, processes, strict=True)}
 
 
 @pytest.mark.parametrize("name,status,line", [
@@ -70,8 +74,8 @@ def refusals(tmp_path_factory) -> dict[str, tuple[int, str]]:
                            r"devices per slice"),
     ("weights not summing to 1", 1, r"error: data.weights sum to 1.055000, expected 1 .*normalize_weights"),
 ])
-def test_a_refusal_is_one_error_line_and_a_non_zero_exit(refusals, name, status, line):
-    code, stderr = refusals[name]
+def test_a_refusal_is_one_error_line_and_a_non_zero_exit(commands, name, status, line):
+    code, stderr = commands[name]
     assert code == status, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr  # no traceback, no banners, nothing else
@@ -79,16 +83,23 @@ def test_a_refusal_is_one_error_line_and_a_non_zero_exit(refusals, name, status,
     assert re.match(line, lines[0]), lines[0]
 
 
-def test_debug_shows_the_traceback(refusals):
-    code, stderr = refusals["--debug"]
+def test_debug_shows_the_traceback(commands):
+    code, stderr = commands["--debug"]
     assert code == 1
     assert "Traceback (most recent call last)" in stderr and "params.json is not valid JSON" in stderr
     assert not [line for line in stderr.splitlines() if any(noise in line for noise in NOISE)]
 
 
+@pytest.mark.parametrize("name", ["inspect", "pretokenize"])
+def test_data_commands_print_no_library_noise(commands, name):
+    code, stderr = commands[name]
+    assert code == 0, stderr
+    assert not [line for line in stderr.splitlines() if any(noise in line for noise in NOISE)], stderr
+
+
 # In-process: what `cli.run` makes of each kind of failure.
-def run(main, capsys, argv=("command",)) -> tuple[int, str]:
-    sys.argv = list(argv)
+def run(main, capsys) -> tuple[int, str]:
+    """(exit status, stderr) of `cli.run(main)`."""
     with pytest.raises(SystemExit) as exit_:
         cli.run(main)
     return exit_.value.code, capsys.readouterr().err
