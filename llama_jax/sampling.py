@@ -156,9 +156,8 @@ class Decoder:
         return 1 if self.mesh is None else sharding.data_parallel_size(self.mesh, self.rules)
 
     def _context(self):
-        if self.mesh is None:
-            return nn.logical_axis_rules(())
-        return _activation_context(self.mesh, self.rules)
+        """Binds the model's logical activation constraints to the mesh, as in training (none without a mesh)."""
+        return nn.logical_axis_rules(()) if self.mesh is None else sharding.activation_rules(self.mesh, self.rules)
 
     def _model(self, cache_length: int) -> LLaMA:
         return LLaMA(self.config, cache_length=cache_length)
@@ -253,16 +252,6 @@ class Decoder:
                             limit=rows, finish=rows, step=scalar, key=scalar)
         return {"params": params, "tokens": named(("batch", "length")), "rows": rows, "scalar": scalar,
                 "state": state}
-
-
-def _activation_context(mesh: Mesh, rules: sharding.Rules):
-    """The model's logical constraints bind under the mesh's abstract mesh and the rules (as in training)."""
-    import contextlib
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
-    stack.enter_context(nn.logical_axis_rules(rules))
-    return stack
 
 
 def _boxed_params(config: ModelConfig):

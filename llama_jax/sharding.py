@@ -8,6 +8,7 @@ mesh axes. Flax resolves rules in order and never uses a mesh axis twice in one 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -130,6 +131,15 @@ def named_shardings(logical_specs, shapes, mesh: Mesh, rules: Rules):
 
     jax.tree_util.tree_map_with_path(check, shapes, shardings)
     return shardings
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules: Rules):
+    """Makes the model's `nn.with_logical_constraint`s bind while tracing: linen reads the rules from
+    `nn.logical_axis_rules` and constrains only under an abstract mesh (without one they are silently
+    dropped; `jax.set_mesh` is refused inside jit and the legacy `with mesh` is invisible to linen)."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+        yield
 
 
 def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -126,13 +125,9 @@ def abstract_batch(config, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
     return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key]) for key, dtype in BATCH_KEYS.items()}
 
 
-@contextlib.contextmanager
 def activation_sharding(config, mesh: Mesh):
-    """Makes the model's `nn.with_logical_constraint`s bind while tracing: linen reads the rules from
-    `nn.logical_axis_rules` and constrains only under an abstract mesh (without one they are silently
-    dropped; `jax.set_mesh` is refused inside jit and the legacy `with mesh` is invisible to linen)."""
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(sharding.logical_rules(config)):
-        yield
+    """The model's activation constraints bound to `mesh` by config.mesh.rules (`sharding.activation_rules`)."""
+    return sharding.activation_rules(mesh, sharding.logical_rules(config))
 
 
 def loss_fn(config) -> Callable:

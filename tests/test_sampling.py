@@ -1,6 +1,6 @@
 """Decoding is exact: the key/value cache gives the logits of recomputing the whole sequence, greedy tokens equal
 transformers' `generate` on each prompt alone (so padding a batch changes nothing), sampling draws from the
-filtered distribution, and stopping is exact."""
+filtered distribution, stopping is exact, and a sharded decoder lays its cache out by the training rules."""
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +11,11 @@ import scipy.stats
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from jax.sharding import PartitionSpec  # noqa: E402
 from tiny_llama import VOCAB, tiny_llama  # noqa: E402
 
-from llama_jax import convert, sampling  # noqa: E402
+from experiments.configs.common import base_config  # noqa: E402
+from llama_jax import convert, sampling, sharding  # noqa: E402
 from llama_jax.model import LLaMA  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -35,6 +37,18 @@ def models(tmp_path_factory):
         config, params = convert.load_hf(path, scan_layers=scan)
         out[name] = (model, config, jax.device_put(params))
     return out
+
+
+def _mesh(fsdp: int, tensor: int):
+    """A mesh of fsdp x tensor of the 8 test devices and the training rules of the debug config."""
+    c = base_config("debug")
+    c.mesh.fsdp, c.mesh.tensor = fsdp, tensor
+    return sharding.make_mesh(c, jax.devices()[: fsdp * tensor]), sharding.logical_rules(c)
+
+
+# The grouped-query model decodes sharded like training: batch over fsdp, kv heads (and heads, mlp, vocab) over
+# tensor; the multi-head one on one device.
+MESHES = {"mha": {}, "gqa": dict(zip(("mesh", "rules"), _mesh(fsdp=2, tensor=2), strict=True))}
 
 
 def _hf_greedy(model, prompt: list[int], new: int, eos_id: int | None = None) -> list[int]:
@@ -68,18 +82,28 @@ def test_cached_decoding_gives_the_logits_of_the_whole_sequence(models, name):
 @pytest.mark.parametrize("name", ["mha", "gqa"])
 def test_greedy_tokens_of_a_batch_equal_transformers_generate_on_each_prompt(models, name):
     model, config, params = models[name]
-    ours = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW)
+    ours = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW, **MESHES[name])
     for prompt, tokens in zip(PROMPTS, ours.tokens, strict=True):
         assert tokens == _hf_greedy(model, prompt, NEW)[: len(tokens)]  # transformers goes past the context
     # a prompt and its continuation stay within the context, as in the reference's generate
     assert [len(t) for t in ours.tokens] == [NEW, 4, NEW] and ours.finish == ["length", "context", "length"]
     # an EOS that greedy decoding meets half way: transformers emits it and stops; we stop before it
     eos = ours.tokens[0][4]
-    stopped = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW, eos_id=eos)
+    stopped = sampling.generate(config, params, PROMPTS, max_new_tokens=NEW, eos_id=eos, **MESHES[name])
     for prompt, tokens, finish in zip(PROMPTS, stopped.tokens, stopped.finish, strict=True):
         ours_with_eos = tokens + [eos] * (finish == "eos")
         assert ours_with_eos == _hf_greedy(model, prompt, NEW, eos_id=eos)[: len(ours_with_eos)]
     assert stopped.finish[0] == "eos" and stopped.tokens[0] == ours.tokens[0][: ours.tokens[0].index(eos)]
+
+
+def test_the_cache_is_sharded_by_the_training_rules(models):
+    _, config, _ = models["gqa"]
+    mesh, rules = MESHES["gqa"]["mesh"], MESHES["gqa"]["rules"]
+    state = sampling.decoder(config, sampling.Sampler(), mesh, rules).shardings(batch=4, cache_length=64)["state"]
+    # [batch, cache_length, kv_heads, head_dim] per layer: batch as training shards it, kv heads over tensor
+    specs = {s.spec for s in jax.tree.leaves(state.cache)}
+    assert specs == {PartitionSpec(("data", "fsdp"), None, "tensor", None)}
+    assert state.out.spec == PartitionSpec(("data", "fsdp"), None)
 
 
 def test_sampling_is_reproducible_and_depends_on_the_seed(models):
