@@ -27,20 +27,15 @@ RAW_GLOBS = {"commoncrawl": "*.warc.wet.gz", "c4": "*.json.gz", "github": "**", 
              "books": "*/*", "arxiv": "*", "stackexchange": "*/Posts.xml"}
 
 
-def curate_sources(raw_dir: str, out_dir: str, beam_args: list[str], sources: tuple[str, ...] = SOURCE_NAMES,
-                   ) -> dict[str, dict]:
-    """Runs each source's pipeline that has not completed; returns source -> its stats (stats.json)."""
+def curate_source(source: str, raw_dir: str, out_dir: str, beam_args: list[str]) -> dict:
+    """Runs `source`'s pipeline unless it has completed; returns its stats (stats.json)."""
     from data_pipeline.curation import pipelines
 
-    summaries = {}
-    for source in sources:
-        target = f"{out_dir}/{source}"
-        if not os.path.exists(f"{target}/stats.json"):
-            summaries[source] = pipelines.run(source, f"{raw_dir}/{source}/{RAW_GLOBS[source]}", target, beam_args)
-        else:
-            with open(f"{target}/stats.json") as f:
-                summaries[source] = json.load(f)
-    return summaries
+    target = f"{out_dir}/{source}"
+    if os.path.exists(f"{target}/stats.json"):
+        with open(f"{target}/stats.json") as f:
+            return json.load(f)
+    return pipelines.run(source, f"{raw_dir}/{source}/{RAW_GLOBS[source]}", target, beam_args)
 
 
 def manifest(out_dir: str) -> dict:
@@ -77,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     args, beam_args = parser.parse_known_args(argv)
     from data_pipeline.curation import stats
 
-    for summary in curate_sources(args.raw, args.out, beam_args, tuple(args.sources.split(","))).values():
-        print(stats.table(summary) + "\n")
+    unknown = set(args.sources.split(",")) - set(SOURCE_NAMES)
+    if unknown:
+        raise cli.UsageError(f"--sources: {sorted(unknown)} are not LLaMA sources ({', '.join(SOURCE_NAMES)})")
+    for source in args.sources.split(","):
+        print(stats.table(curate_source(source, args.raw, args.out, beam_args)) + "\n", flush=True)
     print(f"tokenizer: {train_tokenizer(args.out, args.vocab_size, os.cpu_count() or 1)}")
 
 
