@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accelerator benchmark in one call (one H100 or H200; about 8 minutes, most of it compiling):
 # correctness of the fast config against the float32 reference, then tokens/s and MFU of the 400M, 1B and 3B
-# presets with XLA and cuDNN attention, remat and batch variants, and which presets fit the card.
+# presets with XLA and cuDNN attention, remat and batch variants, 1B decoding (time to first token and tokens/s
+# at batch 1 and 64 against the HBM-bandwidth bound), and which presets fit the card.
 #
 #   From the repository root, with the ml_collections wheel in .whl/ (absent on the accelerator machine):
 #     pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0

@@ -28,6 +28,20 @@ def tpu_table(rows: list[dict]) -> None:
               f"{r['step_s']:.2f} | {r['tokens_per_s_per_chip']:,.0f} |")
 
 
+def decode_table(rows: list[dict]) -> None:
+    """Generation runs: time to first token, decode tokens/s and the memory-bandwidth bound."""
+    if not rows:
+        return
+    print("\n| decode run | preset | weights / compute | batch | prompt + new | TTFT ms | decode tokens/s | ms/step "
+          "| bound tokens/s | of bound | device |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.get('name', '-')} | {r['preset']} | {r['param_dtype']} / {r['dtype']} | {r['batch']} | "
+              f"{r['prompt_len']} + {r['new_tokens']} | {r['ttft_s'] * 1e3:.1f} | {r['decode_tokens_per_s']:,.1f} | "
+              f"{r['decode_step_s'] * 1e3:.2f} | {fmt(r['bound_tokens_per_s'], ',.0f')} | "
+              f"{fmt(r['fraction_of_bound'], '.0%')} | {r['device']} |")
+
+
 def main(path: str) -> None:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -42,6 +56,7 @@ def main(path: str) -> None:
         print(f"| {r['name']} | {r['preset']} | {r['attention']} | {r['remat']} | {r['global_batch']} x {r['seq_len']} | "
               f"{r['step_s'] * 1e3:.1f} | {r['tokens_per_s_per_device']:,.0f} | {r['model_tflops_per_device']:.0f} | "
               f"{fmt(r['mfu'], '.1%')} | {fmt(r['planned_memory_gib'], '.1f')} | {r['device']} |")
+    decode_table([r for r in rows if r.get("mode") == "decode"])
     fits = [r for r in rows if "fits" in r]
     if fits:
         print("\n| fit check (compiled, not run) | preset | weights | remat | batch | planned GiB | device limit GiB | fits |")

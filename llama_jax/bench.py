@@ -3,11 +3,14 @@
     python -m llama_jax.bench --config=experiments/configs/tiny.py --steps=10
     python -m llama_jax.bench --config=llama_1b --config.train.global_batch_size=8 --config.model.attention_impl=cudnn
     python -m llama_jax.bench --suite=h100 --out=results.jsonl      # the accelerator benchmark, one process
+    python -m llama_jax.bench --mode=decode --config=llama_1b --config.model.dtype=bfloat16 --batch_sizes=1,64
 
 Prints step time, tokens/s per device, model TFLOP/s per device and MFU (model FLOPs of llama_jax.flops over
 the device's dense bf16 peak; CPUs report tokens/s only), peak device memory, and the config; then one line
 of JSON. The steps are the real `make_train_step`, fed with `llama_jax.synthetic` batches placed on the
 devices beforehand, so input never stalls the timing. `--config` takes an experiment file or a preset name.
+`--mode=decode` times generation instead (`llama_jax.bench_decode`): time to first token and decode tokens/s
+at each of `--batch_sizes`, beside the memory-bandwidth bound.
 """
 
 from __future__ import annotations
@@ -167,18 +170,22 @@ def fit(config) -> dict:
     }
 
 
-# The accelerator benchmark (one H100 or H200): each entry is (name, preset, overrides, kind). `check_*` pairs
+# The accelerator benchmark (one H100 or H200): each entry is (name, preset, overrides, kind), kind 'run' (train
+# steps), 'fit' (compile only) or 'decode' (generation; `decode.*` overrides are its arguments). `check_*` pairs
 # train the same batches from the same initialisation, so their losses must agree within bf16 rounding.
 # Synthetic rows hold one document each, so the document mask changes nothing but the kernel's cost: FAST runs
 # plain causal attention, and `1b_cudnn_document_mask` measures what masking packed documents costs cuDNN.
 FAST = {"model.dtype": "bfloat16", "model.attention_impl": "cudnn", "model.remat_policy": "save_linear",
         "train.document_mask": False}
 REFERENCE = {"model.dtype": "float32", "model.attention_impl": "xla", "model.remat_policy": "none"}
+DECODE = {"model.dtype": "bfloat16", "model.param_dtype": "bfloat16", "decode.prompt_len": 128, "decode.new_tokens": 128}
 H100_SUITE = [
     ("check_fast", "llama_1b", {**FAST, "train.global_batch_size": 2}, "run"),
     ("check_reference", "llama_1b", {**REFERENCE, "train.global_batch_size": 2}, "run"),
     ("1b_cudnn", "llama_1b", {**FAST, "train.global_batch_size": 8}, "run"),
     ("1b_xla", "llama_1b", {**FAST, "model.attention_impl": "xla", "train.global_batch_size": 8}, "run"),
+    ("1b_decode_batch1", "llama_1b", {**DECODE, "decode.batch": 1}, "decode"),
+    ("1b_decode_batch64", "llama_1b", {**DECODE, "decode.batch": 64}, "decode"),
     ("400m_cudnn", "llama_400m", {**FAST, "train.global_batch_size": 16}, "run"),
     ("400m_xla", "llama_400m", {**FAST, "model.attention_impl": "xla", "train.global_batch_size": 16}, "run"),
     ("3b_cudnn", "llama_3b", {**FAST, "model.remat_policy": "full", "train.global_batch_size": 4}, "run"),
@@ -206,6 +213,24 @@ def loss_difference(fast: dict, reference: dict) -> float:
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
+def append_json_line(path: str | None, result: dict) -> None:
+    """Append `result` as one JSON line to `path` (nothing when None)."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+def run_entry(preset: str, overrides: dict, kind: str, steps: int, warmup: int) -> dict:
+    """The figures of one suite entry (see H100_SUITE)."""
+    decode = {k.removeprefix("decode."): v for k, v in overrides.items() if k.startswith("decode.")}
+    config = preset_config(preset, **{k: v for k, v in overrides.items() if not k.startswith("decode.")})
+    if kind == "decode":
+        from llama_jax.bench_decode import measure_decode
+
+        return measure_decode(config, **decode)
+    return measure(config, steps, warmup) if kind == "run" else fit(config)
+
+
 def run_suite(entries, steps: int, warmup: int, out: str | None, budget_s: float) -> list[dict]:
     """Run each entry in order (fresh compile each), appending a JSON line per entry to `out`; entries that
     would start after `budget_s` seconds are skipped, and one that fails (e.g. out of memory) records its error."""
@@ -216,18 +241,31 @@ def run_suite(entries, steps: int, warmup: int, out: str | None, budget_s: float
             result = {"name": name, "skipped": f"time budget of {budget_s:.0f} s spent"}
         else:
             try:
-                config = preset_config(preset, **overrides)
-                result = {"name": name, **(measure(config, steps, warmup) if kind == "run" else fit(config))}
+                result = {"name": name, **run_entry(preset, overrides, kind, steps, warmup)}
             except Exception as error:  # noqa: BLE001 -- one failed entry must not lose the others' figures
                 result = {"name": name, "error": f"{type(error).__name__}: {str(error)[:500]}"}
         print(json.dumps(result), flush=True)
         results.append(result)
         jax.clear_caches()  # the next entry compiles afresh; drop this one's executables and buffers
         gc.collect()
-        if out:
-            with open(out, "a") as f:
-                f.write(json.dumps(result) + "\n")
+        append_json_line(out, result)
     return results
+
+
+def decode(config, FLAGS) -> None:
+    """--mode=decode: one line and one JSON line per batch size."""
+    from llama_jax.bench_decode import format_decode, measure_decode
+
+    try:
+        batch_sizes = [int(b) for b in FLAGS.batch_sizes.split(",")]
+    except ValueError:
+        raise cli.UsageError(f"--batch_sizes={FLAGS.batch_sizes!r} is not comma-separated integers") from None
+    print("model", json.dumps(config.model.to_dict()))
+    for batch in batch_sizes:
+        result = measure_decode(config, batch, FLAGS.prompt_len, FLAGS.new_tokens)
+        print(format_decode(result))
+        print(json.dumps(result), flush=True)
+        append_json_line(FLAGS.out, result)
 
 
 def main(argv):
@@ -239,14 +277,15 @@ def main(argv):
     config = FLAGS.config
     if config is None:
         raise cli.UsageError("give --config=FILE or --config=PRESET (or --suite)")
+    if FLAGS.mode == "decode":
+        decode(config, FLAGS)
+        return
     print("model", json.dumps(config.model.to_dict()))
     print("train", json.dumps(config.train.to_dict()))
     result = measure(config, FLAGS.steps, FLAGS.warmup)
     print(format_result(result))
     print(json.dumps(result))
-    if FLAGS.out:
-        with open(FLAGS.out, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    append_json_line(FLAGS.out, result)
 
 
 if __name__ == "__main__":  # flags live here: llama_jax.aot imports this module and defines its own
@@ -256,4 +295,8 @@ if __name__ == "__main__":  # flags live here: llama_jax.aot imports this module
     flags.DEFINE_enum("suite", None, sorted(SUITES), "run a whole benchmark suite instead of --config")
     flags.DEFINE_string("out", None, "append each result as a JSON line to this file")
     flags.DEFINE_float("budget_s", 480.0, "with --suite: start no entry after this many seconds")
+    flags.DEFINE_enum("mode", "train", ["train", "decode"], "time training steps or generation")
+    flags.DEFINE_string("batch_sizes", "1,64", "--mode=decode: prompts per batch, comma-separated")
+    flags.DEFINE_integer("prompt_len", 128, "--mode=decode: tokens per prompt")
+    flags.DEFINE_integer("new_tokens", 128, "--mode=decode: tokens generated per prompt")
     cli.run_absl(main, argv=expand_preset_argv())

@@ -6,9 +6,14 @@ Per trained token (forward + backward = 3x forward):
 - attention scores and values: forward 2 * 2 * length * n_heads * head_dim per layer, halved for the causal
   mask (the kernels skip masked blocks), so 6 * n_layers * length * n_heads * head_dim per token.
 MFU = achieved model FLOP/s / the device's dense peak; rematerialisation is not counted (hardware FLOPs differ).
+
+Decoding is bound by memory bandwidth instead: each step reads every matmul weight once (shared by the batch)
+and each row's cached keys and values, so tokens/s <= batch * HBM bandwidth / those bytes.
 """
 
 from __future__ import annotations
+
+import jax.numpy as jnp
 
 from llama_jax.config import ModelConfig
 
@@ -24,6 +29,22 @@ PEAK_FLOPS = {
     "tpu v5": 459e12,
     "tpu v6 lite": 918e12,  # v6e (Trillium)
     "tpu v6e": 918e12,
+}
+
+
+# HBM bandwidth per chip, bytes/s (datasheets), beside the peaks: what bounds decoding.
+HBM_BANDWIDTH = {
+    "h100 pcie": 2.0e12,
+    "h100": 3.35e12,  # SXM5, HBM3
+    "h200": 4.8e12,
+    "a100": 2.039e12,  # SXM4 80GB (the 40GB card: 1.555e12)
+    "tpu v4": 1.228e12,
+    "tpu v5 lite": 819e9,  # v5e
+    "tpu v5e": 819e9,
+    "tpu v5p": 2.765e12,
+    "tpu v5": 2.765e12,
+    "tpu v6 lite": 1.64e12,  # v6e (Trillium)
+    "tpu v6e": 1.64e12,
 }
 
 
@@ -47,10 +68,27 @@ def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
     return 6.0 * matmul_params(config) + attention_flops_per_token(config, seq_len)
 
 
+def decode_bytes_per_step(config: ModelConfig, batch: int, context: float) -> tuple[float, float]:
+    """(parameter bytes, cache bytes) one decoding step reads at least: the matmul weights in config.param_dtype
+    (the input embedding is a lookup of `batch` rows) and keys and values over `context` positions per row."""
+    params = matmul_params(config) * jnp.dtype(config.param_dtype).itemsize
+    cache = 2 * config.n_layers * config.kv_heads * config.head_dim * jnp.dtype(config.dtype).itemsize * batch * context
+    return float(params), float(cache)
+
+
+def _lookup(table: dict[str, float], device_kind: str) -> float | None:
+    kind = device_kind.lower()
+    for name in sorted(table, key=len, reverse=True):  # "tpu v5 lite" before "tpu v5", "h100 pcie" before "h100"
+        if name in kind:
+            return table[name]
+    return None
+
+
 def peak_flops(device_kind: str) -> float | None:
     """Dense bf16 peak of a device from its `jax.Device.device_kind`, or None when unknown (e.g. CPU)."""
-    kind = device_kind.lower()
-    for name in sorted(PEAK_FLOPS, key=len, reverse=True):  # "tpu v5 lite" before "tpu v5"
-        if name in kind:
-            return PEAK_FLOPS[name]
-    return None
+    return _lookup(PEAK_FLOPS, device_kind)
+
+
+def hbm_bandwidth(device_kind: str) -> float | None:
+    """HBM bytes/s of a device from its `jax.Device.device_kind`, or None when unknown (e.g. CPU)."""
+    return _lookup(HBM_BANDWIDTH, device_kind)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_jax import bench, flops
+from llama_jax import bench, bench_decode, flops
 from llama_jax.train_step import model_config
 
 SMALL = {"train.global_batch_size": 8, "train.seq_len": 64}
@@ -14,6 +14,7 @@ SUITE = [
     ("check_fast", "debug", {**SMALL, "train.document_mask": False}, "run"),
     ("debug_fit", "debug", SMALL, "fit"),
     ("bad_batch", "debug", {"train.global_batch_size": 3}, "run"),
+    ("decode", "debug", {"decode.batch": 2, "decode.prompt_len": 8, "decode.new_tokens": 8}, "decode"),
 ]
 
 
@@ -64,7 +65,7 @@ def test_overrides_reach_the_config_and_typos_fail():
 
 def test_suite_records_every_entry_and_keeps_going_after_an_error(suite):
     out, results = suite
-    assert [json.loads(line)["name"] for line in out.read_text().splitlines()] == ["check_fast", "debug_fit", "bad_batch"]
+    assert [json.loads(line)["name"] for line in out.read_text().splitlines()] == [name for name, *_ in SUITE]
     assert results[1]["planned_memory_gib"] > 0 and results[1]["limit_gib"] is None  # a CPU states no limit
     assert "not divisible" in results[2]["error"]
 
@@ -74,6 +75,7 @@ def test_table_script_prints_the_runs(suite, capsys):
     runpy.run_path(str(Path(bench.PRESET_CONFIG).parents[1] / "table.py"), run_name="table")["main"](str(out))
     table = capsys.readouterr().out
     assert "| check_fast | debug | xla | save_linear | 8 x 64 |" in table and "bad_batch:" in table
+    assert "| decode | debug | float32 / bfloat16 | 2 | 8 + 8 |" in table  # the paper recipe: bf16 compute
 
 
 def test_loss_difference_is_relative_and_needs_equal_lengths():
@@ -86,3 +88,23 @@ def test_a_spent_time_budget_skips_the_remaining_entries():
     results = bench.run_suite(SUITE, steps=2, warmup=1, out=None, budget_s=-1.0)  # spent before the first entry
     assert [r["name"] for r in results] == [name for name, *_ in SUITE]
     assert all(r["skipped"] == "time budget of -1 s spent" for r in results)
+
+
+def test_decode_figures_are_consistent_and_the_bound_needs_a_bandwidth(suite):
+    r = suite[1][-1]
+    assert r["decode_tokens_per_s"] == pytest.approx(r["batch"] / r["decode_step_s"])  # every row decodes each step
+    assert r["ttft_s"] > 0 and r["prefill_tokens_per_s"] == pytest.approx(r["batch"] * r["prompt_len"] / r["ttft_s"])
+    params, cache = flops.decode_bytes_per_step(model_config(bench.preset_config("debug")), 2, 8 + 8 / 2)
+    assert (r["param_gb_per_step"], r["cache_gb_per_step"]) == pytest.approx((params / 1e9, cache / 1e9))
+    assert r["bound_tokens_per_s"] is None and "bound: n/a" in bench_decode.format_decode(r)  # a CPU
+    h100 = dict(r, hbm_bandwidth_gb_per_s=3350.0, bound_tokens_per_s=2 * 3.35e12 / (params + cache), fraction_of_bound=0.5)
+    assert "50% of it" in bench_decode.format_decode(h100)
+
+
+def test_decode_bytes_count_weights_once_and_the_cache_per_row():
+    config = model_config(bench.preset_config("llama_7b"))  # bfloat16 compute over float32 weights
+    params, cache = flops.decode_bytes_per_step(config, batch=4, context=1000)
+    assert params == 4 * flops.matmul_params(config)
+    assert cache == 2 * 32 * 32 * 128 * 2 * 4 * 1000  # keys and values, layers, heads, head_dim, bf16, rows, positions
+    assert flops.hbm_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12 and flops.hbm_bandwidth("NVIDIA H100 PCIe") == 2.0e12
+    assert flops.hbm_bandwidth("TPU v5 lite") == 819e9 and flops.hbm_bandwidth("cpu") is None
