@@ -100,6 +100,7 @@ def _load_workdir(path: str) -> tuple[ModelConfig, Any, str | None, dict]:
     from data_pipeline import sources  # TensorFlow-free: where the run's tokenizer lives
 
     directory = epath.Path(path).absolute() / "checkpoints"
+    # create=False and no save: nothing is written, so the workdir of a run still training is safe to read
     manager = ocp.CheckpointManager(directory, item_names=("state", "config"),
                                     options=ocp.CheckpointManagerOptions(create=False))
     step = manager.latest_step()
