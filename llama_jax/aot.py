@@ -208,6 +208,8 @@ def compile_for_topology(config, topology: str | Topology, mfu: float = 0.5, *, 
     config = config.copy_and_resolve_references()
     if config.model.attention_impl == "auto":  # resolve() would see this CPU's backend, not the TPU's
         config.model.attention_impl = "splash"
+    tpu = train_step.model_config(config).for_platform("tpu")  # the same for the automatic XLA:CPU settings
+    config.model.scan_unroll, config.model.linear_tokens = tpu.scan_unroll, tpu.linear_tokens
     if slices > 1:
         config.mesh.dcn_data = slices
     mesh = sharding.make_mesh(config, devices)

@@ -35,6 +35,8 @@ MAY_CHANGE = (
     "model.dtype",
     "model.remat_policy",
     "model.attention_impl",
+    "model.scan_unroll",
+    "model.linear_tokens",
 )
 
 

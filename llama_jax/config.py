@@ -9,6 +9,7 @@ from typing import Any
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 REMAT_POLICIES = ("none", "full", "save_linear")
 DTYPES = ("float32", "bfloat16", "float16")
+LINEAR_TOKENS = ("auto", "flat", "batch_length")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,9 @@ class ModelConfig:
     scan_layers: bool = True  # nn.scan over blocks: compile time independent of depth
     remat_policy: str = "none"
     attention_impl: str = "auto"
+    # XLA:CPU speed settings; `for_platform` chooses the automatic ones (0, "auto") for the platform at hand.
+    scan_unroll: int = 0  # layers per loop iteration of the scanned stack; 0: all of them on CPU, 1 elsewhere
+    linear_tokens: str = "auto"  # "flat": linear layers see [batch * length, ...]; "batch_length": [batch, length, ...]
 
     def __post_init__(self):
         if self.dim <= 0 or self.n_layers <= 0 or self.n_heads <= 0 or self.vocab_size <= 0:
@@ -50,9 +54,12 @@ class ModelConfig:
             ("param_dtype", self.param_dtype, DTYPES),
             ("remat_policy", self.remat_policy, REMAT_POLICIES),
             ("attention_impl", self.attention_impl, ATTENTION_IMPLEMENTATIONS),
+            ("linear_tokens", self.linear_tokens, LINEAR_TOKENS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
+        if self.scan_unroll < 0:
+            raise ValueError(f"scan_unroll={self.scan_unroll} must be 0 (automatic) or a positive number of layers")
 
     @property
     def head_dim(self) -> int:
@@ -71,6 +78,17 @@ class ModelConfig:
         if self.ffn_dim_multiplier is not None:
             hidden = int(self.ffn_dim_multiplier * hidden)
         return self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    def for_platform(self, platform: str) -> ModelConfig:
+        """This config with its automatic speed settings chosen for `platform` (jax's 'cpu', 'gpu', 'tpu'): the one
+        place they are chosen. On CPU the scanned layers are unrolled (XLA:CPU otherwise zero-fills stacked buffers
+        for every layer's saved activations and copies each layer in and out) and linear layers see one token axis
+        (for a [batch, length] contraction XLA:CPU copies a transposed activation before each weight gradient and
+        computes the fused activation gradient twice); on accelerators the loop stays rolled (compile time
+        independent of depth) and activations keep [batch, length], which shard over both axes."""
+        cpu = platform == "cpu"
+        tokens = self.linear_tokens if self.linear_tokens != "auto" else "flat" if cpu else "batch_length"
+        return self.replace(scan_unroll=self.scan_unroll or (self.n_layers if cpu else 1), linear_tokens=tokens)
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

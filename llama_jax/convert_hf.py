@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax.numpy as jnp
@@ -183,16 +184,22 @@ def save_hf(config: ModelConfig, params: Any, path: str, *, dtype: str = "bfloat
         shard_names.append(list(shard))
         shard.clear()
 
-    for name, tensor in layout.iter_meta_tensors(config, params):
-        array = np.ascontiguousarray(_rotate_half_rows(config, name, tensor, permute), dtype=jnp.dtype(dtype))
+    for name, array in hf_tensors(config, params, dtype):
         if shard and size + array.nbytes > max_shard_bytes:
             flush()
             size = 0
-        shard[hf_name(name)] = array
+        shard[name] = array
         size += array.nbytes
         total += array.nbytes
     flush()
     _name_shards(path, shard_names, total)
+
+
+def hf_tensors(config: ModelConfig, params: Any, dtype: str = "float32") -> Iterator[tuple[str, np.ndarray]]:
+    """(LlamaForCausalLM state-dict name, contiguous host array of `dtype` in its layout) for every parameter, one
+    at a time (q/k rows in rotate_half order): what `save_hf` writes, or a state dict for an in-memory model."""
+    for name, tensor in layout.iter_meta_tensors(config, params):
+        yield hf_name(name), np.ascontiguousarray(_rotate_half_rows(config, name, tensor, permute), dtype=jnp.dtype(dtype))
 
 
 def _rotate_half_rows(config: ModelConfig, name: str, tensor: np.ndarray, permutation) -> np.ndarray:

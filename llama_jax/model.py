@@ -45,6 +45,18 @@ def _param(module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[st
     return module.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
 
 
+def linear(spec: str, x: jax.Array, kernel: jax.Array, config: ModelConfig, **einsum_kwargs) -> jax.Array:
+    """x [batch, length, ...] times a kernel, `spec` naming the axes after batch and length ('d,df->f' is
+    [batch, length, d] x [d, f] -> [batch, length, f]). With config.linear_tokens 'flat' (automatic on CPU:
+    `ModelConfig.for_platform` says why) batch and length are merged into one token axis first."""
+    operands, out = spec.split("->")
+    if config.for_platform(jax.default_backend()).linear_tokens == "batch_length":
+        return jnp.einsum(f"bt{operands}->bt{out}", x, kernel, **einsum_kwargs)
+    batch, length = x.shape[:2]
+    y = jnp.einsum(f"t{operands}->t{out}", x.reshape(batch * length, *x.shape[2:]), kernel, **einsum_kwargs)
+    return y.reshape(batch, length, *y.shape[1:])
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) computed in float32, cast back to the input dtype, then scaled (Zhang & Sennrich 2019)."""
 
@@ -95,9 +107,9 @@ class Attention(nn.Module):
         wv = _param(self, "wv", (cfg.dim, cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"))
         wo = _param(self, "wo", (cfg.n_heads, cfg.head_dim, cfg.dim), ("heads", "head_dim", "embed"))
 
-        q = checkpoint_name(jnp.einsum("btd,dnh->btnh", x, wq.astype(dtype)), "query")
-        k = checkpoint_name(jnp.einsum("btd,dnh->btnh", x, wk.astype(dtype)), "key")
-        v = checkpoint_name(jnp.einsum("btd,dnh->btnh", x, wv.astype(dtype)), "value")
+        q = checkpoint_name(linear("d,dnh->nh", x, wq.astype(dtype), cfg), "query")
+        k = checkpoint_name(linear("d,dnh->nh", x, wk.astype(dtype), cfg), "key")
+        v = checkpoint_name(linear("d,dnh->nh", x, wv.astype(dtype), cfg), "value")
         q = constrain(q, ("batch", "length", "heads", "head_dim"))
         k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
         v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
@@ -111,7 +123,7 @@ class Attention(nn.Module):
         else:
             out = attention_lib.attention(q, k, v, segment_ids, impl=cfg.attention_impl)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        return checkpoint_name(jnp.einsum("btnh,nhd->btd", out, wo.astype(dtype)), "attention_out")
+        return checkpoint_name(linear("nh,nhd->d", out, wo.astype(dtype), cfg), "attention_out")
 
 
 def update_cache(module: nn.Module, k: jax.Array, v: jax.Array, start: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -140,10 +152,10 @@ class FeedForward(nn.Module):
         w1 = _param(self, "w1", (cfg.dim, cfg.hidden_dim), ("embed", "mlp"))
         w3 = _param(self, "w3", (cfg.dim, cfg.hidden_dim), ("embed", "mlp"))
         w2 = _param(self, "w2", (cfg.hidden_dim, cfg.dim), ("mlp", "embed"))
-        gate = checkpoint_name(jnp.einsum("btd,df->btf", x, w1.astype(dtype)), "ffn_gate")
-        up = checkpoint_name(jnp.einsum("btd,df->btf", x, w3.astype(dtype)), "ffn_up")
+        gate = checkpoint_name(linear("d,df->f", x, w1.astype(dtype), cfg), "ffn_gate")
+        up = checkpoint_name(linear("d,df->f", x, w3.astype(dtype), cfg), "ffn_up")
         hidden = constrain(nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return checkpoint_name(jnp.einsum("btf,fd->btd", hidden, w2.astype(dtype)), "ffn_out")
+        return checkpoint_name(linear("f,fd->d", hidden, w2.astype(dtype), cfg), "ffn_out")
 
 
 class TransformerBlock(nn.Module):
@@ -186,7 +198,7 @@ class LLaMA(nn.Module):
     ) -> jax.Array:
         """`positions` default to 0..length-1; `segment_ids` keep attention inside packed documents;
         `return_hidden` gives the final-normed hidden state [batch, length, embed] instead of logits."""
-        cfg = self.config
+        cfg = self.config.for_platform(jax.default_backend())
         check_tokens(tokens, cfg.vocab_size)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -200,7 +212,9 @@ class LLaMA(nn.Module):
 
         block = TransformerBlock
         if cfg.remat_policy != "none":
-            block = nn.remat(block, policy=remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
+            # CSE across the recomputation is safe to allow only inside a rolled loop
+            rolled = cfg.scan_layers and cfg.scan_unroll == 1
+            block = nn.remat(block, policy=remat_policy(cfg.remat_policy), prevent_cse=not rolled)
         if cfg.scan_layers:
             stack = nn.scan(
                 block,
@@ -208,6 +222,7 @@ class LLaMA(nn.Module):
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast),
                 length=cfg.n_layers,
+                unroll=cfg.scan_unroll,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
             x, _ = stack(cfg, self.cache_length, name="layers")(x, positions, segment_ids)
@@ -219,7 +234,7 @@ class LLaMA(nn.Module):
         if return_hidden:
             return x
         output = _param(self, "output", (cfg.dim, cfg.vocab_size), ("embed", "vocab"))  # untied from the embedding
-        logits = jnp.einsum("btd,dv->btv", x, output.astype(x.dtype), preferred_element_type=jnp.float32)
+        logits = linear("d,dv->v", x, output.astype(x.dtype), cfg, preferred_element_type=jnp.float32)
         return constrain(logits, ("batch", "length", "vocab"))
 
 
