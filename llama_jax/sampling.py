@@ -213,8 +213,8 @@ class Decoder:
 
         return decode
 
-    def programs(self, params, batch: int, prompt_len: int, cache_length: int) -> tuple[Any, Any, float]:
-        """(compiled prefill, compiled decode, seconds spent compiling now) for these shapes."""
+    def programs(self, params, batch: int, prompt_len: int, cache_length: int) -> tuple[Any, Any, dict, float]:
+        """(compiled prefill, compiled decode, their shardings, seconds spent compiling now) for these shapes."""
         shape = (batch, prompt_len, cache_length)
         if shape in self.compiled:
             return (*self.compiled[shape], 0.0)
@@ -231,8 +231,8 @@ class Decoder:
         decode_jit = jax.jit(self.decode_fn(cache_length), donate_argnums=1, **self._jit_shardings(
             (shardings["params"], shardings["state"], shardings["scalar"], shardings["scalar"]), shardings["state"]))
         decode = decode_jit.lower(params, state, ints(), ints()).compile()
-        self.compiled[shape] = (prefill, decode)
-        return prefill, decode, time.perf_counter() - start
+        self.compiled[shape] = (prefill, decode, shardings)
+        return prefill, decode, shardings, time.perf_counter() - start
 
     def _jit_shardings(self, ins, out) -> dict:
         return {} if self.mesh is None else {"in_shardings": ins, "out_shardings": out}
@@ -322,24 +322,16 @@ def generate(
     cache_length = min(bucket(prompt_len + max_new_tokens), config.max_seq_len)
     dp = dec.data_parallel()
     batch = dp * bucket(math.ceil(len(prompts) / dp))
-    tokens = np.zeros((batch, prompt_len), np.int32)
-    for row, prompt in enumerate(prompts):
-        tokens[row, : len(prompt)] = prompt
-    row_lengths = np.ones(batch, np.int32)  # padding rows: one token, nothing to generate
-    row_lengths[: len(prompts)] = lengths
-    limits = np.zeros(batch, np.int32)
-    limits[: len(prompts)] = [min(max_new_tokens, config.max_seq_len - n) for n in lengths]
-
-    shardings = dec.shardings(batch, cache_length)
+    prefill, decode, shardings, compile_s = dec.programs(params, batch, prompt_len, cache_length)
     params = jax.device_put(params, shardings["params"])  # a no-op for params already placed so
-    prefill, decode, compile_s = dec.programs(params, batch, prompt_len, cache_length)
-    place = (lambda x, s: jax.device_put(x, s)) if mesh is not None else (lambda x, s: jnp.asarray(x))
-    eos = place(np.int32(-1 if eos_id is None else eos_id), shardings["scalar"])
+    put = lambda x, name: jax.device_put(x, shardings[name])  # noqa: E731  (shardings are None without a mesh)
+    tokens, row_lengths, limits = _rows(prompts, batch, prompt_len, max_new_tokens, config.max_seq_len)
+    eos = put(np.int32(-1 if eos_id is None else eos_id), "scalar")
 
     start = time.perf_counter()
-    state = prefill(params, place(tokens, shardings["tokens"]), place(row_lengths, shardings["rows"]),
-                    place(limits, shardings["rows"]), place(jax.random.key(seed), shardings["scalar"]))
-    state = decode(params, state, place(np.int32(1), shardings["scalar"]), eos)
+    state = prefill(params, put(tokens, "tokens"), put(row_lengths, "rows"), put(limits, "rows"),
+                    put(jax.random.key(seed), "scalar"))
+    state = decode(params, state, put(np.int32(1), "scalar"), eos)  # the first token: part of TTFT
     jax.block_until_ready(state.out)
     prefill_s = time.perf_counter() - start
 
@@ -348,11 +340,11 @@ def generate(
     checked = np.zeros(len(prompts), np.int64)
     while True:
         until = max_new_tokens if stop is None else min(int(state.step) + chunk, max_new_tokens)
-        state = decode(params, state, place(np.int32(until), shardings["scalar"]), eos)
+        state = decode(params, state, put(np.int32(until), "scalar"), eos)
         out, count, finish = (np.array(x) for x in jax.device_get((state.out, state.count, state.finish)))
         if stop is not None and _apply_stop(stop, out, count, checked, cut):
             finish[: len(prompts)][cut >= 0] = FINISH.index("stop")
-            state = state.replace(finish=place(finish, shardings["rows"]))
+            state = state.replace(finish=put(finish, "rows"))
         if not (finish[: len(prompts)] == 0).any() or int(state.step) >= max_new_tokens:
             break
     decode_s = time.perf_counter() - start
@@ -366,6 +358,19 @@ def generate(
             reason = "length" if n == max_new_tokens else "context"
         reasons.append(reason)
     return Generation(results, reasons, sum(lengths), compile_s, prefill_s, decode_s)
+
+
+def _rows(prompts: list[list[int]], batch: int, prompt_len: int, max_new_tokens: int,
+          max_seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens [batch, prompt_len] right-padded, lengths [batch], new-token limits [batch]); the rows after the
+    prompts are padding: one token, nothing to generate."""
+    tokens = np.zeros((batch, prompt_len), np.int32)
+    lengths, limits = np.ones(batch, np.int32), np.zeros(batch, np.int32)
+    for row, prompt in enumerate(prompts):
+        tokens[row, : len(prompt)] = prompt
+        lengths[row] = len(prompt)
+        limits[row] = min(max_new_tokens, max_seq_len - len(prompt))  # the reference's total_len
+    return tokens, lengths, limits
 
 
 def _apply_stop(stop: Callable[[list[int]], bool], out: np.ndarray, count: np.ndarray, checked: np.ndarray,
