@@ -5,7 +5,8 @@ paper's reference-page classifier, with the thresholds of CCNet and RedPajama-Da
     line_dedup   every normalised line kept once across all shards (dedup.py)
     min_length   pages under 300 characters after dedup dropped (CCNet min_len)
     language     fastText lid.176 English score >= 0.5 (CCNet lang_threshold; langid.py)
-    perplexity   5-gram... here an n-gram KenLM model of Wikipedia scores each page (perplexity.py, ngram_lm.py)
+    perplexity   an n-gram model of Wikipedia (CCNet: 5-gram KenLM; here 3-gram, trained by ngram_lm.py) scores
+                 each page with KenLM (perplexity.py)
     ppl_bucket   head/middle/tail at the data's 30th/60th percentiles; head and middle kept (CCNet, RedPajama)
     quality      p(page is like a Wikipedia reference) >= 0.25 (the paper's linear classifier; RedPajama's
                  threshold; quality.py)
@@ -101,13 +102,13 @@ class _ReadFile(beam.DoFn):
         if io.is_jsonl(path):
             yield from io.jsonl_docs(path, NAME, self.input_glob)
             return
-        with beam.io.filesystems.FileSystems.open(
+        with beam.io.filesystems.FileSystems.open(  # warcio reads the gzip members itself
                 path, compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as f:
-            data = f.read()  # warcio reads the gzip members itself; a WET file is ~100 MB at most
-        if not data:
-            count(NAME, "read/dropped/empty_file")
-            return
-        yield from wet_docs(_io.BytesIO(data), NAME, io.relative_name(path, self.input_glob))
+            if not f.read(1):
+                count(NAME, "read/dropped/empty_file")
+                return
+            f.seek(0)
+            yield from wet_docs(f, NAME, io.relative_name(path, self.input_glob))
 
 
 def read(pipeline: beam.Pipeline, input_glob: str, config: Config) -> beam.PCollection:

