@@ -78,7 +78,7 @@ def load(path: str, *, dtype: str | None = None, max_seq_len: int = 2048) -> Loa
         config, params = convert.load_hf(path, dtype=dtype or "float32")
         tokenizer = tokenizer_beside(path)
     if dtype is not None and config.param_dtype != dtype:
-        params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
+        params = jax.tree.map(lambda x: np.asarray(x).astype(jax.numpy.dtype(dtype)), params)
         config = config.replace(param_dtype=dtype)
     return Loaded(config, params, tokenizer, kind, run_config)
 
