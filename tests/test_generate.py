@@ -5,6 +5,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -149,6 +151,14 @@ def test_training_workdir_loads_its_latest_parameters(workdir, files, tmp_path):
     _edit_saved_config(copy, lambda c: c["data"].update(tokenizer="", corpus_dir=""))
     assert weights.load(copy).tokenizer == sources.tokenizer_path(saved["data"] | {"tokenizer": ""})
     assert sources.tokenizer_path({"tokenizer": "", "corpus_dir": ""}) == f"{sources.DEFAULT_CORPUS}/tokenizer.model"
+
+
+def test_loading_a_workdir_imports_neither_tensorflow_nor_torch(workdir):
+    """The GPU machines have no TensorFlow: finding a run's tokenizer must not pull in data_pipeline's stream."""
+    code = ("import sys; from llama_jax import generate, weights; weights.load(sys.argv[1]); "
+            "print(sorted({'tensorflow', 'torch'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, workdir], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _edit_saved_config(workdir: str, edit) -> dict:
