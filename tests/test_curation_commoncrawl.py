@@ -250,3 +250,33 @@ def test_held_out_pages_are_a_fixed_tenth_of_ids():
     share = sum(reference_models.held_out(i) for i in ids) / len(ids)
     assert 0.08 < share < 0.12
     assert reference_models.chunks("a\nbb\nccc\ndddd", 4) == ["a\nbb", "ccc", "dddd"]
+
+
+def test_write_raw_gives_wet_files_of_the_manual_pages_with_their_addresses(tmp_path, monkeypatch):
+    from data_pipeline.curation import raw
+
+    page = ("<html><head><title>mod_env - Apache HTTP Server Version 2.4</title></head><body>"
+            "<div id='quickview'><a href='/'>Modules</a> | <a href='/dirs'>Directives</a></div>"
+            "<p>This module allows for control of internal environment variables.</p></body></html>")
+    roots = {"apache2-doc": str(tmp_path / "apache"), "python3.11-doc": str(tmp_path / "python")}
+    manual = tmp_path / "apache/usr/share/doc/apache2-doc/manual/en/mod"
+    manual.mkdir(parents=True)
+    (manual / "mod_env.html").write_text(page)
+    (tmp_path / "python/usr/share/doc/python3.11/html/library").mkdir(parents=True)
+    (tmp_path / "python/usr/share/doc/python3.11/html/library/shlex.html").write_text(
+        "<html><body><h1>shlex — Simple lexical analysis</h1><p>The shlex class makes it easy.</p></body></html>")
+    paths = commoncrawl.write_raw(roots, str(tmp_path / "raw"))
+    assert len(paths) == commoncrawl.RAW_SHARDS
+    docs = []
+    for path in paths:
+        with open(path, "rb") as f:
+            docs += read_wet(f.read(), monkeypatch)[0]
+    assert sorted((d["url"], d["text"]) for d in docs) == [
+        ("https://docs.python.org/3.11/library/shlex.html", "shlex — Simple lexical analysis\n\nThe shlex class makes it easy."),
+        ("https://httpd.apache.org/docs/2.4/en/mod/mod_env.html",
+         "mod_env - Apache HTTP Server Version 2.4\n\nModules | Directives\n\n"
+         "This module allows for control of internal environment variables.")]
+    assert all(d["id"] == commoncrawl.record_id(d["url"]) for d in docs)
+    assert raw.writer("commoncrawl") is commoncrawl.write_raw
+    with pytest.raises(ValueError, match="not LLaMA sources"):
+        raw.build(str(tmp_path / "r"), sources=("reddit",))
