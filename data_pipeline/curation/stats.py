@@ -16,9 +16,13 @@ FIELDS = ("docs_in", "docs_out", "bytes_in", "bytes_out")
 
 
 def counters(result: beam.runners.runner.PipelineResult, source: str) -> dict[str, int]:
-    """Every counter of `source` in a finished run (committed values; attempted where a runner commits none)."""
+    """Every counter of `source` in a finished run (committed values; attempted where a runner commits none),
+    summed over the steps that increment it (Beam reports one result per step and counter name)."""
     found = result.metrics().query(MetricsFilter().with_namespace(namespace(source)))["counters"]
-    return {c.key.metric.name: int(c.committed if c.committed is not None else c.attempted) for c in found}
+    totals: dict[str, int] = {}
+    for c in found:
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(c.committed if c.committed is not None else c.attempted)
+    return totals
 
 
 def stage_names(pipeline: beam.Pipeline, source: str) -> list[str]:
