@@ -58,7 +58,8 @@ class MetricsWriter:
 
             os.makedirs(workdir, exist_ok=True)
             if os.path.exists(self.path):
-                kept = [r for r in read_metrics(workdir) if r["step"] <= start_step]
+                # A fresh start (step 0) keeps nothing: a run killed before its first checkpoint logs step 0 again.
+                kept = [r for r in read_metrics(workdir) if r["step"] <= start_step] if start_step else []
                 with open(self.path, "w") as f:
                     f.writelines(json.dumps(r) + "\n" for r in kept)
             purge = start_step + 1 if start_step else None

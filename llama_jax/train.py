@@ -133,6 +133,8 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
     writer = MetricsWriter(workdir, enabled=is_main, start_step=start)
     if restored is not None:
         writer.write(start, {"resumed_from": start})
+    elif evals.due(0):  # the untrained model: where accuracy-against-tokens curves start (chance)
+        writer.write(0, {"tokens_seen": 0, **evals(state.params)})
     throughput = Throughput(config)
     tokens_per_step = config.train.global_batch_size * config.train.seq_len
     progress = _progress_bar(start, config.train.steps, enabled=is_main)

@@ -148,10 +148,10 @@ def test_training_logs_downstream_accuracy(files, tmp_path):
     c.model.vocab_size, c.model.max_seq_len = VOCAB, CONFIG.max_seq_len
     c.train.steps, c.optimizer.warmup_steps, c.evals.every = 4, 2, 2
     c.data.tokenizer = os.path.join(files["checkpoint"], "tokenizer.model")
-    c.evals.tasks, c.evals.max_items = ("heldout", files["custom"]), 8
+    c.evals.tasks, c.evals.max_items, c.evals.initial = ("heldout", files["custom"]), 8, True
     train(c, str(tmp_path))
     evals = [r for r in read_metrics(str(tmp_path)) if "eval/custom/acc_norm" in r]
-    assert [r["step"] for r in evals] == [2, 4]
+    assert [r["step"] for r in evals] == [0, 2, 4]  # the untrained model first
     for record in evals:
         assert {"eval/synthetic/loss", "eval/custom/acc"} <= set(record)
         assert record["tokens_seen"] == record["step"] * 8 * 16

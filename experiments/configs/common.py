@@ -58,6 +58,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.evals = ml_collections.ConfigDict()
     c.evals.tasks = ("heldout",)
     c.evals.every = 0  # steps between evaluations (and after the last step); 0 means train.eval_every
+    c.evals.initial = False  # also evaluate the untrained model (step 0: where accuracy curves start, at chance)
     c.evals.max_items = 0  # items per task (its first ones); 0 means all
     c.evals.rows = 8  # packed rows per scoring batch
     c.evals.task_dir = ""  # "" means beside the corpus: .cache/tasks for the embedded one

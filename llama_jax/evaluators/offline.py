@@ -8,7 +8,8 @@ the same corpus and seed:
                  held-out documents of the same source (chance 25%; coherence and topic decide).
   cloze          a passage cut before a word, and four words: the true one, and three of the same length and
                  capitalisation from other held-out documents of the same source (a LAMBADA-like cloze).
-Items are spread evenly over the sources that yield them. TASK_DIR gets `next_sentence.jsonl`, `cloze.jsonl` and
+Items are spread evenly over the sources that yield them, which take turns in the file (any first n items
+are spread over the sources too). TASK_DIR gets `next_sentence.jsonl`, `cloze.jsonl` and
 `offline.json` (what they were built from); a second run with the same corpus and settings does nothing.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -27,7 +29,7 @@ from data_pipeline import sources
 from llama_jax import cli
 from llama_jax.evaluators.tasks import write_jsonl
 
-VERSION = 2  # 2: passages of 240 characters
+VERSION = 3  # 2: passages of 240 characters; 3: sources take turns in the item order
 TASKS = ("next_sentence", "cloze")
 CHOICES = 4
 ITEMS = 300  # per task
@@ -147,14 +149,14 @@ def build_items(documents: dict[str, list[str]], task: str, items: int, seed: in
                     pools["words"].setdefault(_shape(w), []).append((d, w))
         rng.shuffle(candidates)
         per_source[source] = (candidates, pools)
-    records: list[dict] = []
+    by_source: list[list[dict]] = []
     sources = sorted(per_source)
     for k, source in enumerate(sources):
-        quota = (items - len(records)) // (len(sources) - k)  # an even share of what is left
+        quota = (items - sum(map(len, by_source))) // (len(sources) - k)  # an even share of what is left
         candidates, pools = per_source[source]
-        taken = 0
+        records: list[dict] = []
         for candidate in candidates:
-            if taken == quota:
+            if len(records) == quota:
                 break
             wrong = _distractors(task, candidate["answer"], candidate["doc"], pools, rng)
             if wrong is None:
@@ -162,8 +164,9 @@ def build_items(documents: dict[str, list[str]], task: str, items: int, seed: in
             label = rng.randrange(CHOICES)
             choices = wrong[:label] + [candidate["answer"]] + wrong[label:]
             records.append({"context": candidate["context"], "choices": choices, "label": label, "source": source})
-            taken += 1
-    return records
+        by_source.append(records)
+    # Sources take turns, so that the first n items (evals.max_items) are spread over the sources too.
+    return [r for turn in itertools.zip_longest(*by_source) for r in turn if r is not None]
 
 
 def corpus_fingerprint(corpus_dir: str) -> str:

@@ -39,7 +39,10 @@ class Suite:
             self.scorer = scoring.Scorer(cfg, rows=config.evals.rows, mesh=mesh, train_config=config)
 
     def due(self, step: int) -> bool:
-        """Whether the run evaluates after `step` updates: every `evals.every` steps and at the last."""
+        """Whether the run evaluates after `step` updates: every `evals.every` steps, at the last, and before the
+        first when `evals.initial`."""
+        if step == 0 and not self.config.evals.initial:
+            return False
         return bool(self.heldout or self.tasks) and (step % self.every == 0 or step == self.config.train.steps)
 
     def __call__(self, params) -> dict[str, float]:
