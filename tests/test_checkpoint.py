@@ -198,7 +198,11 @@ def resume(workdir: str, monkeypatch, *, stop_after: int | None = None, devices=
         train(config(**changes), workdir, devices)
 
 
-@pytest.mark.parametrize("change", ["devices 8 -> 4 -> 1", "microbatches 1 -> 2", "remat none -> full"])
+@pytest.mark.parametrize("change", [  # each change compiles other programs: two of them in the slow tier
+    "devices 8 -> 4 -> 1",
+    pytest.param("microbatches 1 -> 2", marks=pytest.mark.slow),
+    pytest.param("remat none -> full", marks=pytest.mark.slow),
+])
 def test_the_mesh_microbatches_and_remat_may_change_on_resume(synthetic_runs, tmp_path, monkeypatch, change):
     """From the killed run's checkpoint (8 devices, step 5) to the end, with `change`: the uninterrupted run's
     losses to float32 rounding. None of the three is bit-exact: each is another XLA program, whose float32 sums
@@ -239,8 +243,9 @@ REFUSED = {  # a field that defines the run, and a value the run did not have
 
 
 @pytest.mark.parametrize("field", sorted(REFUSED))
-def test_a_different_run_is_refused_with_nothing_written(synthetic_runs, field):
-    workdir = synthetic_runs["uninterrupted"]
+def test_a_different_run_is_refused_with_nothing_written(synthetic_runs, tmp_path, field):
+    workdir = str(tmp_path / "workdir")  # a copy: a run that went on would leave the shared one alone
+    shutil.copytree(synthetic_runs["uninterrupted"], workdir)
     changes = {field: REFUSED[field]}
     if field == "data.weights.arxiv":
         changes["data.weights.stackexchange"] = 0.025
@@ -283,8 +288,7 @@ def test_a_damaged_or_foreign_checkpoint_is_named_never_a_fresh_start(synthetic_
     with pytest.raises(ValueError, match=message) as refused:
         train(config(), workdir)
     assert files(workdir) == before
-    if damage is not another_process_count:
-        # The error's way on: move the damaged step aside; the run resumes from the previous one.
+    if damage is garbage_data_state:  # the error's way on: move the step aside, resume from the previous one
         assert "to resume from step 15" in str(refused.value)
         shutil.move(os.path.join(workdir, "checkpoints", "16"), str(tmp_path / "16.damaged"))
         train(config(), workdir)

@@ -39,7 +39,9 @@ def one_process(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("mesh,crossing", [
     ((), "data=1 fsdp=8 sequence=1 tensor=1 (8 cpu devices in 2 processes, across fsdp)"),
-    (("--config.mesh.dcn_data=2",), "data=2 fsdp=4 sequence=1 tensor=1 (8 cpu devices in 2 processes, across data)"),
+    pytest.param(("--config.mesh.dcn_data=2",),
+                 "data=2 fsdp=4 sequence=1 tensor=1 (8 cpu devices in 2 processes, across data)",
+                 marks=pytest.mark.slow),  # two more processes: the slow tier keeps `make test` within its time
 ], ids=["plain", "two slices"])
 def test_two_processes_match_one_process_with_eight_devices(request, tmp_path, mesh, crossing):
     workdir, port = str(tmp_path / "two_processes"), free_port()
