@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/tiny
 # Beam options of `make curate`: the DirectRunner on 2 worker processes (see README, "Curation", for clusters).
 CURATE_ARGS ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-.PHONY: install test test-slow train corpus curate bench lint clean
+.PHONY: install test test-slow train corpus curate bench scaling lint clean
 
 install: $(STAMP)
 
@@ -40,6 +40,15 @@ train: corpus
 
 bench: install
 	$(PY) -m llama_jax.bench --config=$(CONFIG)
+
+# The CPU scaling study (README, "Scaling studies"): its tokenizer, the sweep of experiments/configs/cpu_sweep.py
+# (resumable: the same command continues an interrupted sweep), the results table, then the notebooks' figures.
+SCALING_WORKDIR ?= workdirs
+scaling: corpus
+	$(PY) -m experiments.tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
+	$(PY) -m experiments.sweep --config=experiments/configs/cpu_sweep.py --workdir=$(SCALING_WORKDIR)
+	$(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_sweep --out=experiments/results/cpu_sweep.csv --overwrite
+	$(VENV)/bin/jupyter-execute experiments/notebooks/scaling_curves.ipynb experiments/notebooks/paper_scale.ipynb
 
 lint: install
 	$(VENV)/bin/ruff check .

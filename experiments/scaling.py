@@ -35,6 +35,10 @@ HUBER_DELTA = 1e-3
 # {0, 0.5, ..., 2}: 4500 starts.
 GRID = {"a": np.arange(0, 26, 5.0), "b": np.arange(0, 26, 5.0), "e": np.arange(-1, 1.01, 0.5),
         "alpha": np.arange(0, 2.01, 0.5), "beta": np.arange(0, 2.01, 0.5)}
+# A 243-start grid (a, b in {0, 10, 20}; e, alpha, beta at three values each): quick looks and tests.
+COARSE_GRID = {"a": np.array([0.0, 10, 20]), "b": np.array([0.0, 10, 20]), "e": np.array([-1.0, 0, 1]),
+               "alpha": np.array([0.0, 1, 2]), "beta": np.array([0.0, 1, 2])}
+GRIDS = {"hoffmann": GRID, "coarse": COARSE_GRID}
 BOOTSTRAP_STARTS = 8  # each bootstrap resample starts from the full data's 8 best distinct optima
 NAMES = ("E", "A", "B", "alpha", "beta")
 
@@ -401,6 +405,8 @@ def main() -> None:
     fit_parser.add_argument("--loss", default="loss", help="the loss column, e.g. eval/commoncrawl/loss")
     fit_parser.add_argument("--params", default="params", help="the size column, e.g. non_embedding_params")
     fit_parser.add_argument("--bootstrap", type=int, default=200, help="resamples for the intervals (0: none)")
+    fit_parser.add_argument("--grid", choices=sorted(GRIDS), default="hoffmann",
+                            help="starting points: Hoffmann et al.'s 4500, or a coarse 243")
     fit_parser.add_argument("--json", action="store_true", help="print one JSON object")
     try:
         args = parser.parse_args(sys.argv[1:])
@@ -411,7 +417,7 @@ def main() -> None:
     if args.bootstrap < 0:
         raise cli.UsageError(f"--bootstrap={args.bootstrap} must be >= 0")
     n, d, loss, notes = final_points(read_csv(args.csv), loss=args.loss, params=args.params)
-    result = fit(n, d, loss, bootstrap=args.bootstrap)
+    result = fit(n, d, loss, bootstrap=args.bootstrap, grid=GRIDS[args.grid])
     if args.json:
         print(json.dumps({**result.to_dict(), "notes": notes}))
         return

@@ -170,13 +170,14 @@ def describe(run: Run, data_tokens: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def add_costs(row: dict[str, Any], run: Run, topology, mfu: float, fit: dict | None) -> dict[str, Any]:
-    """`row` with chips, hours and chip-hours of the run's own training on `topology` at `mfu` of the chips'
-    bf16 peak, and the fit search's verdict `fit` (llama_jax.aot.fit_search)."""
+def add_costs(row: dict[str, Any], run: Run, topology, mfu: float, fit: dict | None, slices: int = 1) -> dict[str, Any]:
+    """`row` with chips, hours and chip-hours of the run's own training on `slices` x `topology` at `mfu` of the
+    chips' bf16 peak, and the fit search's verdict `fit` (llama_jax.aot.fit_search; None when unknown)."""
     from llama_jax import flops
 
-    hours = row["trained_flops"] / (topology.chips * flops.peak_flops(topology.device_kind) * mfu) / 3600
-    return {**row, "chips": topology.chips, "hours": hours, "chip_hours": hours * topology.chips, "fit": fit}
+    chips = topology.chips * slices
+    hours = row["trained_flops"] / (chips * flops.peak_flops(topology.device_kind) * mfu) / 3600
+    return {**row, "chips": chips, "hours": hours, "chip_hours": hours * chips, "fit": fit}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -216,7 +217,7 @@ def _si(value: float) -> str:
 def _fit_text(fit: dict | None) -> str:
     """The fit column: the setting that fits and its memory, or what the run would need."""
     if fit is None:
-        return "-"
+        return "not compiled yet"
     gib = 1024**3
     if not fit["fits"]:
         return f"does not fit: needs {fit['total_bytes'] / gib:.0f} of {fit['hbm_bytes'] / gib:.0f} GiB"
@@ -262,32 +263,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def table(config_file: str, only: str | None = None, topology: str | None = None, mfu: float = 0.5,
+          fit_cache: str = DEFAULT_FIT_CACHE, slices: int = 1, compile_missing: bool = True, log=None) -> list[dict]:
+    """The table rows of a sweep's runs (describe); on a `topology`, with costs and the AOT fit search's verdict
+    (compiling what `fit_cache` lacks, unless not `compile_missing`: then the fit is None)."""
+    runs = expand(config_file, only)
+    data_tokens = load(config_file).data_tokens(runs[0].config)
+    rows = [describe(run, data_tokens) for run in runs]
+    if topology is None:
+        return rows
+    from llama_jax import aot
+
+    slice_ = aot.parse_topology(topology)
+    fits = [aot.fit_search(run.config, slice_, fit_cache, mfu, slices=slices, compile_missing=compile_missing,
+                           log=log) for run in runs]
+    return [add_costs(row, run, slice_, mfu, None if fit is None else fit.to_dict(), slices)
+            for row, run, fit in zip(rows, runs, fits, strict=True)]
+
+
 def main() -> None:
     args = parse_args(sys.argv[1:])
     runs = expand(args.config, args.only)
-    module = load(args.config)
-    data_tokens = module.data_tokens(runs[0].config) if runs else {}
-    rows = [describe(run, data_tokens) for run in runs]
-    fits: dict[str, dict] = {}
+    rows = table(args.config, args.only, args.topology, args.mfu, args.fit_cache, args.slices,
+                 log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.topology:
         from llama_jax import aot
 
         topology = aot.parse_topology(args.topology)
-        for run, i in zip(runs, range(len(rows)), strict=True):
-            fits[run.name] = aot.fit_search(run.config, topology, args.fit_cache, slices=args.slices).to_dict()
-            rows[i] = add_costs(rows[i], run, topology, args.mfu, fits[run.name])
         print(f"costs on {args.slices} x {topology.cloud_name} ({topology.libtpu_name}) at {args.mfu:.0%} MFU; "
               f"fit by AOT compilation (cache {args.fit_cache})")
     print(format_table(rows))
     if args.dry_run:
         return
-    if args.launch == "local":
-        from experiments import launch
-
-        launch.run_local(runs, args.workdir)
-        return
     from experiments import launch
 
+    if args.launch == "local":
+        launch.run_local(runs, args.workdir)
+        return
+    fits = {row["run"]: row["fit"] for row in rows}
     unfit = [name for name, fit in fits.items() if not fit["fits"]]
     if unfit:
         raise ValueError(f"{unfit} fit {args.topology} with no microbatch count or remat policy; use a larger slice")
@@ -296,11 +309,11 @@ def main() -> None:
                                    overrides={name: fit_overrides(fit) for name, fit in fits.items()})
     if args.execute:
         launch.execute(commands)
-    else:
-        import shlex
+        return
+    import shlex
 
-        print("\n".join(shlex.join(command) for command in commands))
-        print(f"# printed only; add --execute to run these {len(commands)} commands")
+    print("\n".join(shlex.join(command) for command in commands))
+    print(f"# printed only; add --execute to run these {len(commands)} commands")
 
 
 if __name__ == "__main__":

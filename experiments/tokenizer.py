@@ -22,6 +22,9 @@ from llama_jax import cli
 def build(corpus_dir: str, out_prefix: str, vocab_size: int, threads: int = 2) -> str:
     """Train the tokenizer on `corpus_dir`'s sample into `out_prefix`.model (kept if it exists); returns its path."""
     path = f"{out_prefix}.model"
+    if os.path.realpath(path).startswith(os.path.realpath(corpus_dir) + os.sep):
+        raise ValueError(f"--out={out_prefix} is inside the corpus {corpus_dir}, which is never written to; "
+                         "choose a path beside it, e.g. .cache/study/tokenizer_2048")
     if os.path.exists(path):
         return path
     manifest_path = os.path.join(corpus_dir, "manifest.json")

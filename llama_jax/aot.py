@@ -131,8 +131,8 @@ def topology_devices(topology: str | Topology, slices: int = 1) -> list:
 @dataclasses.dataclass
 class FitReport:
     """What one compile says about one config on one slice; memory per chip in bytes, FLOPs per chip per step.
-    When XLA stopped the compile for lack of memory, `needed_bytes` is what its message says the chip needs and
-    the other byte counts are 0."""
+    When XLA stopped the compile for lack of memory, `xla_error` is its message, `needed_bytes` what it says the
+    chip needs at least (0 when it says no figure), and the other byte counts are 0."""
 
     topology: str
     chips: int
@@ -162,13 +162,13 @@ class FitReport:
     def total_bytes(self) -> int:
         """Peak live bytes on a chip: arguments and outputs (donated outputs reuse argument buffers),
         temporaries and the program; or what XLA said it needs when it stopped the compile."""
-        if self.needed_bytes:
+        if self.xla_error:
             return self.needed_bytes
         return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.code_bytes
 
     @property
     def fits(self) -> bool:
-        return not self.needed_bytes and self.total_bytes <= self.hbm_bytes
+        return not self.xla_error and self.total_bytes <= self.hbm_bytes
 
     @property
     def step_s(self) -> float:
@@ -186,14 +186,22 @@ class FitReport:
 
 # XLA's units in "Used 21.95G of 15.48G hbm" and "Total hbm usage >= 22.47G" (binary multiples).
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+# What XLA's RESOURCE_EXHAUSTED messages say a chip needs, most complete first: the total ("Total hbm usage >=
+# 65.05G"), the program ("Used 63.80G of 30.75G hbm"), the temporaries ("the total memory required for HLO
+# temporaries (119.75G) exceeds available HBM (95.74G)").
+NEEDED_PATTERNS = (r"Total hbm usage >= ([\d.]+)([KMGT]?)", r"Used ([\d.]+)([KMGT]?)i?B? of [\d.]+[KMGT]?i?B? hbm",
+                   r"required for [\w ]+\(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM")
 
 
 def needed_hbm_bytes(message: str) -> int | None:
-    """The bytes a chip needs by XLA's RESOURCE_EXHAUSTED message ("Total hbm usage >= 22.47G", else "Used
-    21.95G of 15.48G hbm"), or None when the message is not an out-of-HBM report."""
-    match = (re.search(r"Total hbm usage >= ([\d.]+)([KMGT]?)", message)
-             or re.search(r"Used ([\d.]+)([KMGT]?)i?B? of [\d.]+[KMGT]?i?B? hbm", message))
-    return None if match is None else round(float(match[1]) * UNITS[match[2]])
+    """The bytes a chip needs at least by XLA's out-of-HBM message (NEEDED_PATTERNS), or None when the message
+    is not an out-of-HBM report; 0 when it is one without a figure."""
+    if "RESOURCE_EXHAUSTED" not in message or "hbm" not in message.lower():
+        return None
+    for pattern in NEEDED_PATTERNS:
+        if match := re.search(pattern, message):
+            return round(float(match[1]) * UNITS[match[2]])
+    return 0
 
 
 def compile_for_topology(config, topology: str | Topology, mfu: float = 0.5, *, slices: int = 1,
@@ -240,7 +248,7 @@ def compile_for_topology(config, topology: str | Topology, mfu: float = 0.5, *, 
     try:
         compiled = train_step.make_train_step(config, mesh).lower(state, batch).compile()
     except Exception as error:  # XLA's out-of-memory is a result; anything else is not
-        needed = needed_hbm_bytes(str(error)) if "RESOURCE_EXHAUSTED" in str(error) else None
+        needed = needed_hbm_bytes(str(error))
         if needed is None:
             raise
         return FitReport(**fields, argument_bytes=0, output_bytes=0, alias_bytes=0, temp_bytes=0, code_bytes=0,
@@ -270,33 +278,37 @@ FIT_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 REMAT_ORDER = ("none", "save_linear", "full")  # least recomputation first
 
 
-def memory_key(config, topology: Topology, slices: int, hbm_bytes: int | None) -> dict:
+def memory_key(config, topology: Topology, slices: int) -> dict:
     """Everything a compile's memory depends on: the model (shape, dtypes, remat, attention), batch, sequence,
-    microbatches, loss chunking, document mask, mesh and its rules, the slice, the HBM, and the JAX version.
-    Not the token count or the learning rate."""
+    microbatches, loss chunking, document mask, mesh and its rules, the slice, and the JAX version. Not the token
+    count or the learning rate."""
     train = config.train
     return {"model": config.model.to_dict(), "global_batch": train.global_batch_size, "seq_len": train.seq_len,
             "microbatches": train.microbatches, "loss_chunk_size": train.loss_chunk_size,
             "document_mask": bool(train.document_mask), "mesh": json.loads(config.mesh.to_json()),
-            "topology": topology.libtpu_name, "slices": slices,
-            "hbm_bytes": topology.hbm_bytes if hbm_bytes is None else hbm_bytes, "jax": jax.__version__}
+            "topology": topology.libtpu_name, "slices": slices, "jax": jax.__version__}
 
 
 def cached_compile(config, topology: Topology, cache_path: str = FIT_CACHE, mfu: float = 0.5, *, slices: int = 1,
-                   hbm_bytes: int | None = None, log=None) -> FitReport:
-    """compile_for_topology, or its earlier result from the JSON-lines cache at `cache_path` (appended to)."""
-    setting = memory_key(config, topology, slices, hbm_bytes)
+                   hbm_bytes: int | None = None, compile_missing: bool = True, log=None) -> FitReport | None:
+    """compile_for_topology, or its earlier result from the JSON-lines cache at `cache_path` (appended to); None
+    when it is not cached and not `compile_missing`. A cached report is judged against `hbm_bytes` (default: the
+    chip's HBM), which is not part of the key: XLA compiles for the real chip either way."""
+    setting = memory_key(config, topology, slices)
     key = hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()
+    hbm = topology.hbm_bytes if hbm_bytes is None else hbm_bytes
     if os.path.exists(cache_path):
         with open(cache_path) as f:
             for line in f:
                 entry = json.loads(line) if line.strip() else {}
                 if entry.get("key") == key:
-                    return FitReport(**{**entry["report"], "mfu": mfu})
+                    return FitReport(**{**entry["report"], "mfu": mfu, "hbm_bytes": hbm})
+    if not compile_missing:
+        return None
     if log:
         log(f"compiling {setting['model'].get('dim')}-dim model, {setting['microbatches']} microbatch(es), remat "
             f"{setting['model']['remat_policy']} for {topology.libtpu_name} (minutes on a CPU; cached afterwards)")
-    report = compile_for_topology(config, topology, mfu, slices=slices, hbm_bytes=hbm_bytes)
+    report = compile_for_topology(config, topology, mfu, slices=slices, hbm_bytes=hbm)
     os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
     with open(cache_path, "a") as f:
         f.write(json.dumps({"key": key, "setting": setting, "report": dataclasses.asdict(report),
@@ -321,25 +333,30 @@ def microbatch_choices(config, topology: Topology, slices: int = 1) -> list[int]
 
 
 def fit_search(config, topology: str | Topology, cache_path: str = FIT_CACHE, mfu: float = 0.5, *, slices: int = 1,
-               hbm_bytes: int | None = None, log=None) -> FitReport:
+               hbm_bytes: int | None = None, compile_missing: bool = True, log=None) -> FitReport | None:
     """The report of the setting with the fewest microbatches, then the least rematerialisation (none,
     save_linear, full), with which `config` fits the slice; when none fits, the report of the lightest setting
     (most microbatches, full remat): what the config needs at the least. Each microbatch count is tried with
-    full remat first, so a count that cannot fit costs one compile."""
+    full remat first, so a count that cannot fit costs one compile. None when a compile the search needs is
+    not cached and not `compile_missing`."""
     topology = parse_topology(topology) if isinstance(topology, str) else topology
 
-    def report(microbatches: int, remat: str) -> FitReport:
+    def report(microbatches: int, remat: str) -> FitReport | None:
         setting = config.copy_and_resolve_references()
         setting.train.microbatches, setting.model.remat_policy = microbatches, remat
-        return cached_compile(setting, topology, cache_path, mfu, slices=slices, hbm_bytes=hbm_bytes, log=log)
+        return cached_compile(setting, topology, cache_path, mfu, slices=slices, hbm_bytes=hbm_bytes,
+                              compile_missing=compile_missing, log=log)
 
     lightest = None
     for microbatches in microbatch_choices(config, topology, slices):
         lightest = report(microbatches, "full")
-        if not lightest.fits:
+        if lightest is None or not lightest.fits:
+            if lightest is None:
+                return None
             continue
         for remat in REMAT_ORDER[:-1]:
-            if (candidate := report(microbatches, remat)).fits:
+            candidate = report(microbatches, remat)
+            if candidate is None or candidate.fits:
                 return candidate
         return lightest
     return lightest
@@ -353,9 +370,10 @@ def format_report(r: FitReport) -> str:
         f"  batch {r.global_batch} x {r.seq_len} tokens in {r.microbatches} microbatch(es); remat {r.remat}; "
         f"attention {r.attention}; compiled in {r.compile_s:.0f} s",
     ]
-    if r.needed_bytes:
-        return "\n".join([*head, f"  memory per chip  needs at least {r.needed_bytes / GIB:.2f} GiB of "
-                                  f"{r.hbm_bytes / GIB:.0f} GiB HBM: DOES NOT FIT (XLA: {r.xla_error})"])
+    if r.xla_error:
+        need = f"needs at least {r.needed_bytes / GIB:.2f} GiB" if r.needed_bytes else "needs more than its HBM"
+        return "\n".join([*head, f"  memory per chip  {need} of {r.hbm_bytes / GIB:.0f} GiB HBM: DOES NOT FIT "
+                                  f"(XLA: {r.xla_error})"])
     return "\n".join([
         *head,
         f"  memory per chip  arguments {r.argument_bytes / GIB:.2f} GiB, outputs {r.output_bytes / GIB:.2f} GiB "

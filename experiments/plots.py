@@ -1,0 +1,179 @@
+"""The scaling notebooks' figures, drawn from collected results (experiments.collect) and fits (experiments.scaling):
+the notebooks call these and save what they return.
+
+- figure1: the paper's Figure 1 layout, loss against training tokens, one curve per model size;
+- surface: the fitted L(N, D) as iso-loss contours over compute and size, with its compute-optimal frontier
+  next to Chinchilla's published one;
+- llama_argument: tokens a smaller model needs to match the next size at its compute-optimal budget, and the
+  inference FLOPs per token it saves;
+- per_source: held-out loss of each data source against tokens, one curve per size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from experiments import scaling
+from experiments.spec import format_tokens
+
+
+def typed(rows: Iterable[dict[str, str]]) -> list[dict[str, Any]]:
+    """CSV rows with numbers as floats, True/False as booleans and empty cells dropped."""
+    out = []
+    for row in rows:
+        record: dict[str, Any] = {}
+        for key, value in row.items():
+            if value in ("", None):
+                continue
+            if value in ("True", "False"):
+                record[key] = value == "True"
+                continue
+            try:
+                record[key] = float(value)
+            except ValueError:
+                record[key] = value
+        out.append(record)
+    return out
+
+
+def by_size(rows: list[dict[str, Any]], size: str = "non_embedding_params") -> dict[float, list[dict[str, Any]]]:
+    """Rows grouped by model size, smallest first."""
+    groups: dict[float, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row[size], []).append(row)
+    return dict(sorted(groups.items()))
+
+
+def final_rows(rows: list[dict[str, Any]], loss: str) -> list[dict[str, Any]]:
+    """Each finished, annealed run's last row with a value of `loss` (the points fits use)."""
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if loss in row and row.get("finished", True) and row.get("annealed", True):
+            if row["run"] not in last or row["tokens"] >= last[row["run"]]["tokens"]:
+                last[row["run"]] = row
+    return sorted(last.values(), key=lambda r: (r["non_embedding_params"], r["tokens"]))
+
+
+def _colors(n: int):
+    import matplotlib.pyplot as plt
+
+    return [plt.get_cmap("viridis")(x) for x in np.linspace(0.0, 0.85, max(n, 1))]
+
+
+def figure1(rows: list[dict[str, Any]], loss: str = "loss", size: str = "non_embedding_params", title: str = ""):
+    """Loss against training tokens per size: each run's logged curve (a stable phase thin, annealed runs
+    solid) and the final point of every annealed run, as the paper's Figure 1 draws training loss."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    groups = by_size(rows, size)
+    for color, (n, group) in zip(_colors(len(groups)), groups.items(), strict=True):
+        for run in sorted({r["run"] for r in group}):
+            curve = sorted((r["tokens"], r[loss]) for r in group if r["run"] == run and loss in r)
+            if curve:
+                annealed = all(r.get("annealed", True) for r in group if r["run"] == run)
+                ax.plot(*zip(*curve, strict=True), color=color, lw=1.4 if annealed else 0.7,
+                        alpha=1.0 if annealed else 0.6)
+        ends = [(r["tokens"], r[loss]) for r in final_rows(group, loss)]
+        if ends:
+            ax.plot(*zip(*ends, strict=True), "o", color=color, ms=5, label=f"N = {format_tokens(n)}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(f"{loss} (nats per token)")
+    ax.set_title(title or "Loss against tokens, one curve per size (LLaMA Figure 1 layout)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="non-embedding params" if size == "non_embedding_params" else size)
+    fig.tight_layout()
+    return fig
+
+
+def surface(law: scaling.Law, points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+            reference: scaling.Law = scaling.CHINCHILLA, compute: tuple[float, float] | None = None):
+    """Iso-loss contours of `law` over compute C = 6ND (x) and size N (y), its compute-optimal frontier, and the
+    frontier of `reference` (Chinchilla's published fit) on the same axes; `points` (N, D, loss) are the runs."""
+    import matplotlib.pyplot as plt
+
+    if compute is None:
+        c = 6 * points[0] * points[1] if points is not None else np.array([1e18, 1e24])
+        compute = (float(c.min()) / 3, float(c.max()) * 30)
+    cs = np.geomspace(*compute, 200)
+    n_opt, _ = law.compute_optimal(cs)
+    n_ref, _ = reference.compute_optimal(cs)
+    low = min(n_opt.min(), n_ref.min(), points[0].min() if points is not None else np.inf) / 4
+    high = max(n_opt.max(), n_ref.max(), points[0].max() if points is not None else 0) * 4
+    ns = np.geomspace(low, high, 200)
+    grid_c, grid_n = np.meshgrid(cs, ns)
+    grid_l = law.loss(grid_n, grid_c / (6 * grid_n))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    levels = np.quantile(grid_l, np.linspace(0.02, 0.9, 14))
+    contour = ax.contour(grid_c, grid_n, grid_l, levels=np.unique(np.round(levels, 3)), cmap="viridis_r",
+                         linewidths=0.8)
+    ax.clabel(contour, fontsize=7, fmt="%.2f")
+    ax.plot(cs, n_opt, color="C3", lw=2, label=f"fitted frontier N_opt ~ C^{law.a:.2f}")
+    ax.plot(cs, n_ref, "k--", lw=1.5, label=f"Chinchilla (Hoffmann et al.) N_opt ~ C^{reference.a:.2f}")
+    if points is not None:
+        ax.scatter(6 * points[0] * points[1], points[0], c=points[2], cmap="viridis_r", s=22, edgecolor="k",
+                   lw=0.4, zorder=3, label="runs (colour: final loss)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_ylabel("parameters N")
+    ax.set_title(f"L(N, D) = {law.E:.2f} + {law.A:.3g}/N^{law.alpha:.2f} + {law.B:.3g}/D^{law.beta:.2f}: iso-loss")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def llama_argument(rows: list[dict[str, Any]], title: str = ""):
+    """Two panels from scaling.llama_argument's rows: tokens per parameter each size needs to match the next
+    size at its compute-optimal budget (against that budget's), and the inference FLOPs per token it saves."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = [f"{format_tokens(r['N'])}\n→ {format_tokens(r['N_next'])}" for r in rows]
+    x = np.arange(len(rows))
+    left.bar(x - 0.2, [r["D_next_opt"] / r["N_next"] for r in rows], 0.4, label="next size, compute-optimal")
+    left.bar(x + 0.2, [min(r["tokens_per_param"], 1e6) for r in rows], 0.4, label="this size, to match it")
+    left.set_yscale("log")
+    left.set_ylabel("training tokens per parameter")
+    left.set_xticks(x, labels)
+    left.legend(fontsize=8)
+    right.bar(x, [100 * r["inference_saving"] for r in rows], 0.5, color="C2")
+    right.set_ylabel("inference FLOPs per token saved (%)")
+    right.set_xticks(x, labels)
+    fig.suptitle(title or "LLaMA's argument: a smaller model trained longer reaches the larger one's loss")
+    fig.tight_layout()
+    return fig
+
+
+def per_source(rows: list[dict[str, Any]], sources: list[str], size: str = "non_embedding_params"):
+    """One panel per source: its held-out loss against training tokens, one curve per size (evaluations of
+    every run), final points of annealed runs marked."""
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(sources))
+    fig, axes = plt.subplots((len(sources) + cols - 1) // cols, cols, figsize=(3.6 * cols, 3.0 * ((len(sources) + cols - 1) // cols)),
+                             squeeze=False, sharex=True)
+    groups = by_size(rows, size)
+    for ax, source in zip(axes.flat, sources, strict=False):
+        key = f"eval/{source}/loss"
+        for color, (n, group) in zip(_colors(len(groups)), groups.items(), strict=True):
+            stable = sorted((r["tokens"], r[key]) for r in group if key in r and not r.get("annealed", True))
+            if stable:
+                ax.plot(*zip(*stable, strict=True), color=color, lw=0.8, alpha=0.6)
+            ends = [(r["tokens"], r[key]) for r in final_rows(group, key)]
+            if ends:
+                ax.plot(*zip(*ends, strict=True), "o-", color=color, ms=3, lw=1.2, label=format_tokens(n))
+        ax.set_xscale("log")
+        ax.set_title(source, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(sources):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, title="N", title_fontsize=7)
+    fig.supxlabel("training tokens")
+    fig.supylabel("held-out loss (nats per token)")
+    fig.tight_layout()
+    return fig
