@@ -44,7 +44,7 @@ def learning_rate_schedule(config) -> optax.Schedule:
 
     def cooldown(count):  # (1 - sqrt) decay: Hägele et al.'s best cooldown shape
         progress = jnp.clip(count / length, 0.0, 1.0)
-        return end_value + (opt.peak_lr - end_value) * (1.0 - jnp.sqrt(progress))
+        return opt.peak_lr - (opt.peak_lr - end_value) * jnp.sqrt(progress)  # exactly the peak at its start
 
     return optax.join_schedules([warmup, optax.constant_schedule(opt.peak_lr), cooldown], [opt.warmup_steps, start])
 

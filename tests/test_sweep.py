@@ -123,7 +123,7 @@ def test_wsd_schedule_is_warmup_then_peak_then_one_minus_sqrt_to_the_end_value()
 def test_wsd_runs_of_any_length_share_their_stable_phase():
     module = sweep.load(DEBUG_SWEEP)
     short, long = (optim.learning_rate_schedule(module.get_config(f"size=debug,tokens={t}")) for t in (2560, 5120))
-    steps = np.arange(15)  # before the shorter run's cooldown (step 15)
+    steps = np.arange(16)  # up to the shorter run's cooldown start (step 15), which is still exactly the peak
     assert np.array_equal(np.asarray(short(steps)), np.asarray(long(steps)))
     assert float(short(16)) < float(long(16))
 
@@ -245,8 +245,53 @@ def test_a_branch_refuses_a_source_whose_learning_rates_differ(uninterrupted, tm
         checkpoint.restore_branch(f"{uninterrupted}/debug_sweep/debug_3.84k_stable", 15, config, target)
     config = sweep.load(DEBUG_SWEEP).get_config("size=debug,tokens=5120").unlock()
     config.optimizer.cooldown_fraction = 0.5  # cooldown from step 20: the stable phase's step 15 differs nowhere,
-    config.lock()                            # but its checkpoint at 30 is past this run's cooldown start
-    with pytest.raises(ValueError, match="learning rate at step 20"):
+    config.lock()                            # but its checkpoint at 30 is past this run's cooldown start, whose
+    with pytest.raises(ValueError, match="learning rate at step 21"):  # step 20 is still the peak, 21 lower
         checkpoint.restore_branch(f"{uninterrupted}/debug_sweep/debug_3.84k_stable", 30, config, target)
     with pytest.raises(FileNotFoundError, match="no checkpoint of step 12"):
         checkpoint.restore_branch(f"{uninterrupted}/debug_sweep/debug_3.84k_stable", 12, config, target)
+
+
+# ------------------------------------------------------------------------------------------------ collection
+def test_collect_gives_one_row_per_run_and_logged_step(uninterrupted):
+    from experiments import collect
+
+    rows = collect.collect(f"{uninterrupted}/debug_sweep")
+    assert {row["run"] for row in rows} == {"debug_3.84k_stable", "debug_2.56k", "debug_5.12k"}
+    stable = [row for row in rows if row["run"] == "debug_3.84k_stable"]
+    assert [row["step"] for row in stable] == [5, 10, 15, 20, 25, 30]  # log_every 5; evaluations merged in
+    assert all(row["tokens"] == row["step"] * 8 * 16 for row in rows)
+    assert all(not row["annealed"] and row["finished"] for row in stable)
+    branch = [row for row in rows if row["run"] == "debug_5.12k"]
+    assert [row["step"] for row in branch] == [35, 40] and branch[-1]["branch"] == "debug_3.84k_stable@30"
+    assert branch[-1]["annealed"] and branch[-1]["finished"] and "eval/synthetic/loss" in branch[-1]
+    assert branch[-1]["params"] == 139_584 and branch[-1]["non_embedding_params"] == 139_584 - 2 * 256 * 64
+    assert branch[-1]["flops"] == pytest.approx(branch[-1]["tokens"] * 6 * (139_584 - 256 * 64), rel=0.05)
+
+
+def test_collect_reads_a_half_written_line_and_a_run_without_run_json(uninterrupted, tmp_path):
+    import shutil
+
+    from experiments import collect, scaling
+
+    copy = tmp_path / "debug_sweep"
+    shutil.copytree(f"{uninterrupted}/debug_sweep", copy)
+    with open(copy / "debug_2.56k" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 21, "loss": 3.')  # a run killed mid-write
+    (copy / "debug_5.12k" / "run.json").unlink()  # launched by hand: the checkpoint's config is read instead
+    rows = collect.collect(str(copy))
+    assert max(row["step"] for row in rows if row["run"] == "debug_2.56k") == 20
+    assert [row for row in rows if row["run"] == "debug_5.12k"][-1]["finished"]
+    n, d, loss, notes = scaling.final_points(scaling.read_csv_text(collect.to_csv(rows)))
+    assert sorted(d.tolist()) == [2560, 5120] and notes == ["dropped 1 run(s) not annealed: debug_3.84k_stable"]
+
+
+def test_collect_command_never_overwrites_and_names_a_missing_sweep(uninterrupted, tmp_path):
+    out = tmp_path / "results.csv"
+    command = [sys.executable, "-m", "experiments.collect", f"--sweep={uninterrupted}/debug_sweep", f"--out={out}"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0 and "rows of 3 runs" in first.stdout
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr
+    missing = subprocess.run(command[:3] + [f"--sweep={tmp_path}/nothing"], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: --sweep=") and "is not a directory" in missing.stderr

@@ -35,8 +35,12 @@ def test_microbatches_give_the_update_of_one_large_batch():
         updated[k] = (jax.device_get(state.params), jax.device_get(metrics))
     np.testing.assert_allclose(updated[4][1]["loss"], updated[1][1]["loss"], rtol=1e-6)
     np.testing.assert_allclose(updated[4][1]["grad_norm"], updated[1][1]["grad_norm"], rtol=1e-5)
-    # float32 sums in another order; AdamW turns their last-bit differences into ~1e-6 of updates of ~1e-3.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), updated[4][0], updated[1][0])
+    # float32 sums in another order. Adam divides each gradient element by its own magnitude, so an element whose
+    # gradient is at rounding level may move by a few percent of the step's learning rate (7.5e-4 at step 1);
+    # all others agree to ~1e-6.
+    difference = np.concatenate([np.abs(a - b).ravel() for a, b in
+                                 zip(jax.tree.leaves(updated[4][0]), jax.tree.leaves(updated[1][0]))])
+    assert difference.max() < 0.05 * 3e-3 / 4 and np.mean(difference < 2e-6) > 0.999
 
 
 def test_learning_rate_follows_warmup_then_cosine_to_ten_percent():
