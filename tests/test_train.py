@@ -39,7 +39,7 @@ def test_microbatches_give_the_update_of_one_large_batch():
     # gradient is at rounding level may move by a few percent of the step's learning rate (7.5e-4 at step 1);
     # all others agree to ~1e-6.
     difference = np.concatenate([np.abs(a - b).ravel() for a, b in
-                                 zip(jax.tree.leaves(updated[4][0]), jax.tree.leaves(updated[1][0]))])
+                                 zip(jax.tree.leaves(updated[4][0]), jax.tree.leaves(updated[1][0]), strict=True)])
     assert difference.max() < 0.05 * 3e-3 / 4 and np.mean(difference < 2e-6) > 0.999
 
 
