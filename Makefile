@@ -18,8 +18,11 @@ $(STAMP): setup.py
 	$(VENV)/bin/pip install -q -e '.[data,curation,convert,tpu,eval,dev]'
 	touch $@
 
+# Two worker processes (pytest-xdist), a test file each at a time: the files' shared compiled steps stay in
+# one process; TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile tests
 
 test-slow: corpus  # the slow tier resumes on the embedded corpus: built (or verified) first, never skipped
 	$(PY) -m pytest -q -m slow tests

@@ -31,7 +31,7 @@ EXTRAS = {
     # compare against; `datasets` comes with it (the paper's benchmarks from the Hub: llama_jax.evaluators.hub).
     "eval": ["lm_eval>=0.4.13,<0.5", "accelerate>=1.0,<2", "torch==2.13.0", "transformers>=5,<6"],
     # nbclient/nbformat/ipykernel: the test suite executes the scaling notebooks (experiments/notebooks).
-    "dev": ["pytest>=8,<10", "ruff>=0.6", "transformers>=5,<6", "matplotlib>=3.8,<4", "nbclient>=0.10,<0.12",
+    "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "filelock>=3.12", "ruff>=0.6", "transformers>=5,<6", "matplotlib>=3.8,<4", "nbclient>=0.10,<0.12",
             "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
 }
 

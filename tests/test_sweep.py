@@ -191,6 +191,7 @@ def uninterrupted(tmp_path_factory) -> str:
     return root
 
 
+@pytest.mark.slow  # 70 s: make test-slow
 def test_a_sweep_killed_mid_way_finishes_with_the_same_results(uninterrupted, tmp_path):
     root = str(tmp_path)
     trunk = f"{root}/debug_sweep/debug_3.84k_stable"
