@@ -76,7 +76,6 @@ def test_scaling_curves_notebook_draws_every_figure_and_recovers_the_law(tmp_pat
     assert len(fits["llama_argument"]) == 3 and len(fits["llama_argument_paper"]) == 3
 
 
-@pytest.mark.slow  # 40 s: make test-slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_paper_scale_notebook_tabulates_the_sweep_and_plots_pod_results(tmp_path):
     rows = []
