@@ -186,8 +186,20 @@ def _solver(max_steps: int = 300, tol: float = 1e-9):
     return jax.jit(jax.vmap(solve, in_axes=(0, 0, None, None, None)))
 
 
+MAX_LOG_COEFFICIENT = 300.0  # log A, log B, log E beyond this: the term's exponent ran off to fit a step
+
+
+class DegenerateFit(ValueError):
+    """The runs do not determine the law: the best optimum sends a coefficient to infinity."""
+
+
 def _law(theta) -> Law:
     a, b, e, alpha, beta = (float(x) for x in theta)
+    if max(a, b, e) > MAX_LOG_COEFFICIENT:
+        raise DegenerateFit(
+            f"the runs do not determine L(N, D): the best fit runs off to log A = {a:.4g} with alpha = {alpha:.4g}, "
+            f"log B = {b:.4g} with beta = {beta:.4g} (a term that is a step, not a power law, within the data); "
+            "add sizes or budgets, or check the points for noise")
     return Law(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
 
 
@@ -230,10 +242,17 @@ def fit(n: Sequence[float], d: Sequence[float], loss: Sequence[float], *, bootst
         b_values.append(value[:len(starts) - pad])
     b_thetas = np.concatenate(b_thetas).reshape(bootstrap, len(b_starts), 5)
     b_values = np.concatenate(b_values).reshape(bootstrap, len(b_starts))
-    laws = [_law(b_thetas[i, _best(b_thetas[i], b_values[i])]) for i in range(bootstrap)]
+    laws = []
+    for i in range(bootstrap):  # a resample that the law does not fit (e.g. one missing a size) has no interval
+        try:
+            laws.append(_law(b_thetas[i, _best(b_thetas[i], b_values[i])]))
+        except DegenerateFit:
+            continue
+    if not laws:
+        raise DegenerateFit(f"no bootstrap resample of the {len(n)} runs determines the law")
     samples = {name: np.array([getattr(law, name) for law in laws]) for name in (*NAMES, "a", "b")}
     intervals = {name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for name, v in samples.items()}
-    return dataclasses.replace(result, intervals=intervals, bootstrap=bootstrap)
+    return dataclasses.replace(result, intervals=intervals, bootstrap=len(laws))
 
 
 def distinct_optima(thetas: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:

@@ -141,3 +141,12 @@ def test_fit_command_prints_json_with_the_coefficients(tmp_path):
     fitted = json.loads(result.stdout)
     assert {"E", "A", "B", "alpha", "beta", "a", "b"} <= set(fitted)
     assert fitted["alpha"] == pytest.approx(TRUE.alpha, abs=0.01) and fitted["E"] == pytest.approx(TRUE.E, rel=0.01)
+
+
+def test_a_loss_that_steps_in_n_is_named_a_degenerate_fit_not_an_overflow():
+    # The smallest size 0.5 nats worse, the others equal: no power law in N fits, and the best optimum sends
+    # alpha and log A off to infinity (the CPU study's first three sizes did this); the D term is still found.
+    n, d = np.repeat([1e5, 3e5, 1e6], 4), np.tile([1e6, 3e6, 1e7, 3e7], 3)
+    loss = 2 + 400 / d ** 0.3 + np.where(n == 1e5, 0.5, 0.0)
+    with pytest.raises(scaling.DegenerateFit, match=r"log B = 5.99\d* with beta = 0.3"):
+        scaling.fit(n, d, loss, grid=scaling.COARSE_GRID)

@@ -9,9 +9,9 @@ Design (each choice is measured or cited):
 - Sizes: d48l2, d64l3, d80l4, d112l4 (dim, layers; head_dim 16; SwiGLU hidden rounded to 16), N = 56k, 151k,
   318k and 610k non-embedding parameters, 11x. Budgets are D/N in {10, 20, 40, 80, 160} for the smallest (to
   160 tokens per parameter), {5, ..., 80} for d64l3 and {5, ..., 40} for the two largest, rounded to two
-  digits: 18 budgets. The compute was planned from measured throughput (2026-11-26, 2-core box under a load of
-  13-16): CPU time per token = 57 us + 56 us per MFLOP of model FLOPs (d48l2 118 us, d64l2 142, d96l3 261,
-  d128l4 437 per token), 17k CPU-seconds for the whole sweep, about 2 hours of two idle cores.
+  digits: 18 budgets. Cost, measured as the study ran on the idle 2-core box (2026-11-26, tokens/s of a whole
+  step, evaluations aside, the best logged): d48l2 16.6k, d64l3 11.6k, d80l4 6.8k; see the README ("Scaling studies") for
+  the hours the whole sweep takes.
 - Tokenizer: the corpus's own BPE recipe with 2048 pieces instead of 8192 (experiments.tokenizer; 2048 is
   the smallest that holds the corpus's 1370 required characters). The output layer costs 6 x dim x vocab FLOPs
   per token: with 8192 pieces it would be 83% of d48l2's model FLOPs, with 2048 it is 55%.
