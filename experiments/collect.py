@@ -112,12 +112,7 @@ def main() -> None:
     parser.add_argument("--sweep", required=True, help="the sweep's directory, <workdir>/<sweep> (local or gs://)")
     parser.add_argument("--out", help="CSV to write (default: standard output)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    try:
-        args = parser.parse_args(sys.argv[1:])
-    except SystemExit as exit_:
-        if exit_.code:
-            raise cli.UsageError("bad command line; see python -m experiments.collect --help") from None
-        raise
+    args = cli.parse_args(parser, sys.argv[1:])
     rows = collect(args.sweep)
     text = to_csv(rows)
     if args.out is None:

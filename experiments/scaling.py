@@ -427,12 +427,7 @@ def main() -> None:
     fit_parser.add_argument("--grid", choices=sorted(GRIDS), default="hoffmann",
                             help="starting points: Hoffmann et al.'s 4500, or a coarse 243")
     fit_parser.add_argument("--json", action="store_true", help="print one JSON object")
-    try:
-        args = parser.parse_args(sys.argv[1:])
-    except SystemExit as exit_:
-        if exit_.code:
-            raise cli.UsageError("bad command line; see python -m experiments.scaling fit --help") from None
-        raise
+    args = cli.parse_args(parser, sys.argv[1:])
     if args.bootstrap < 0:
         raise cli.UsageError(f"--bootstrap={args.bootstrap} must be >= 0")
     n, d, loss, notes = final_points(read_csv(args.csv), loss=args.loss, params=args.params)

@@ -246,12 +246,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--project", default="", help="with --launch=tpu: the Cloud project (default: gcloud's)")
     parser.add_argument("--slices", type=int, default=1, help="with --launch=tpu: slices joined over DCN")
     parser.add_argument("--runtime-version", "--runtime_version", default="", help="TPU VM software version")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        if exit_.code:
-            raise cli.UsageError("bad command line; see python -m experiments.sweep --help") from None
-        raise
+    args = cli.parse_args(parser, argv)
     if args.launch == "tpu" and not (args.topology and args.tpu and args.zone):
         raise cli.UsageError("--launch=tpu needs --topology, --tpu and --zone")
     if args.execute and args.launch != "tpu":

@@ -28,6 +28,17 @@ class UsageError(ValueError):
     """The command line itself is wrong (unknown flag, missing argument, bad override): exit status 2."""
 
 
+def parse_args(parser, argv: list[str] | None = None):
+    """`parser.parse_args(argv)` (argparse), with a command line it rejects (it has printed why) turned into a
+    UsageError naming `--help` (exit status 2); --help itself still exits 0."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code:
+            raise UsageError(f"bad command line; see {parser.prog} --help") from None
+        raise
+
+
 def debug_enabled() -> bool:
     """Whether the person asked for tracebacks (--debug on the command line or LLAMA_JAX_DEBUG=1)."""
     return os.environ.get(DEBUG_ENV, "") not in ("", "0") or DEBUG_FLAG in sys.argv

@@ -38,12 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=DTYPES, help="parameter and compute dtype (default: the checkpoint's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse printed its message; keep its exit status 2 for a usage error
-        if exit_.code:
-            raise cli.UsageError("bad command line; see --help") from None
-        raise
+    args = cli.parse_args(parser, argv)
     given = [name for name in ("prompt", "batch_file", "prompt_ids") if getattr(args, name) is not None]
     if len(given) != 1:
         raise cli.UsageError(f"give exactly one of --prompt, --batch_file, --prompt_ids (got {given or 'none'})")
