@@ -11,6 +11,7 @@ experiments/configs/cpu_sweep.py). It is written next to the corpus, never into 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
@@ -20,23 +21,33 @@ from llama_jax import cli
 
 
 def build(corpus_dir: str, out_prefix: str, vocab_size: int, threads: int = 2) -> str:
-    """Train the tokenizer on `corpus_dir`'s sample into `out_prefix`.model (kept if it exists); returns its path."""
-    path = f"{out_prefix}.model"
+    """Train the tokenizer on `corpus_dir`'s sample into `out_prefix`.model; returns its path.
+
+    A tokenizer already there is kept if it was trained on this corpus (`out_prefix`.corpus records the
+    manifest's shard hashes and the vocabulary size) and retrained otherwise: a rebuilt corpus gets its own."""
+    path, stamp_path = f"{out_prefix}.model", f"{out_prefix}.corpus"
     if os.path.realpath(path).startswith(os.path.realpath(corpus_dir) + os.sep):
         raise ValueError(f"--out={out_prefix} is inside the corpus {corpus_dir}, which is never written to; "
                          "choose a path beside it, e.g. .cache/study/tokenizer_2048")
-    if os.path.exists(path):
-        return path
     manifest_path = os.path.join(corpus_dir, "manifest.json")
     if not os.path.exists(manifest_path):
         raise FileNotFoundError(f"{manifest_path} does not exist: build the corpus first (make corpus)")
     with open(manifest_path) as f:
         manifest = json.load(f)
+    stamp = {"corpus": hashlib.sha256(json.dumps(manifest["sources"], sort_keys=True).encode()).hexdigest(),
+             "vocab_size": vocab_size}
+    if os.path.exists(path) and os.path.exists(stamp_path):
+        with open(stamp_path) as f:
+            if json.load(f) == stamp:
+                return path
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         corpus.tokenizer_sample(corpus_dir, manifest, f"{tmp}/sample.txt", corpus.TOKENIZER_SAMPLE_BYTES)
         corpus.train_tokenizer(f"{tmp}/sample.txt", f"{tmp}/tokenizer", vocab_size, threads)
         os.replace(f"{tmp}/tokenizer.model", path)  # whole or not at all
+    with open(f"{stamp_path}.tmp", "w") as f:
+        json.dump(stamp, f)
+    os.replace(f"{stamp_path}.tmp", stamp_path)
     return path
 
 

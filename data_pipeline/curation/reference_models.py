@@ -50,7 +50,8 @@ def chunks(text: str, size: int) -> list[str]:
 
 def english_wikipedia(roots: dict[str, str]) -> list[corpus.Document]:
     """The English articles of the Wikipedia source's train split (the corpus builder's split)."""
-    return [doc for doc in corpus.split_documents(list(corpus.wikipedia(roots)))["train"] if doc[0].startswith("en-")]
+    return sorted(doc for doc in corpus.split_documents(list(corpus.wikipedia(roots)))["train"]
+                  if doc[0].startswith("en-"))
 
 
 def classifier_pages(roots: dict[str, str]) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
