@@ -48,6 +48,18 @@ def test_the_validation_split_is_a_fixed_function_of_the_document_ids():
     assert len(corpus.split_documents(docs[:100])["validation"]) == corpus.MIN_VALIDATION_DOCS
 
 
+def test_a_split_is_not_in_id_order_so_a_shard_read_in_order_does_not_drift():
+    """Ids group documents by package and language (`apache2-doc/.../da/...`, `.../de/...`): in id order a shard
+    is read one group after another. In the split's hash order every stretch of a shard mixes the groups."""
+    docs = [(f"manual/{lang}/page{i:03d}.html", f"{lang} text {i}") for lang in ("da", "de", "fr", "ja") for i in
+            range(250)]
+    train = corpus.split_documents(docs)["train"]
+    assert train != sorted(train)
+    for start in range(0, len(train), 100):  # each tenth of the split holds all four languages, in proportion
+        langs = [doc_id.split("/")[1] for doc_id, _ in train[start:start + 100]]
+        assert all(10 <= langs.count(lang) <= 40 for lang in ("da", "de", "fr", "ja")), langs
+
+
 def test_a_verified_manifest_makes_the_build_a_no_op_and_a_changed_file_does_not(tmp_path, capsys):
     out = str(tmp_path)
     docs = [(f"faq#{i}", f"Question {i}?\n\nAnswer {i}, in a sentence.") for i in range(40)]

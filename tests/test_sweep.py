@@ -2,6 +2,7 @@
 the CPU study's design, warmup-stable-decay branches that equal runs from scratch, and a sweep killed mid-way
 that finishes with the uninterrupted sweep's results."""
 
+import json
 import os
 import signal
 import subprocess
@@ -90,6 +91,27 @@ def test_cpu_study_design():
     assert max(by_size[smallest]) >= 100
     for ratios in by_size.values():  # from below to well above Chinchilla's 20 tokens per parameter
         assert min(ratios) < 20 and max(ratios) >= 39 and len(ratios) >= 4
+
+
+def test_the_study_tokenizer_is_kept_for_its_corpus_and_retrained_for_a_rebuilt_one(small_corpus, tmp_path):
+    import shutil
+
+    from experiments import tokenizer
+
+    corpus_dir = shutil.copytree(small_corpus, tmp_path / "corpus")
+    path = tokenizer.build(str(corpus_dir), str(tmp_path / "study" / "tok"), vocab_size=600)
+    trained = os.path.getmtime(path)
+    assert tokenizer.build(str(corpus_dir), str(tmp_path / "study" / "tok"), vocab_size=600) == path
+    assert os.path.getmtime(path) == trained  # same corpus, same size: kept
+    manifest_path = corpus_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sources"]["books"]["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # a rebuilt corpus
+    manifest_path.write_text(json.dumps(manifest))
+    os.utime(path, (0, 0))
+    tokenizer.build(str(corpus_dir), str(tmp_path / "study" / "tok"), vocab_size=600)
+    assert os.path.getmtime(path) != 0  # retrained
+    with pytest.raises(ValueError, match="inside the corpus"):
+        tokenizer.build(str(corpus_dir), str(corpus_dir / "tok"), vocab_size=600)
 
 
 def test_unknown_sweep_file_and_bad_only_are_clear_errors(tmp_path):
