@@ -1,4 +1,5 @@
 # Every target installs what it needs first, so each works as the first command on a fresh clone.
+comma := ,
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -8,15 +9,33 @@ WORKDIR ?= workdirs/tiny
 # Beam options of `make curate`: the DirectRunner on 2 worker processes (see README, "Curation", for clusters).
 CURATE_ARGS ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-.PHONY: install test test-slow train corpus curate bench scaling lint clean
+.PHONY: install lock test test-slow train corpus curate bench scaling lint clean
 
 install: $(STAMP)
 
-$(STAMP): setup.py
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[data,curation,convert,tpu,eval,dev]'
-	touch $@
+# Every version the suite was last green with (all transitive dependencies) lives in requirements.lock, which
+# `make install` installs as constraints; setup.py's ranges are for users installing the package elsewhere.
+# `pip -qq` keeps pip's warnings about this machine's missing local index folders off the console.
+EXTRAS := data,curation,convert,tpu,eval,dev
+LOCK := requirements.lock
+$(STAMP): setup.py $(LOCK)
+	@echo "install: virtual environment in $(VENV)"
+	@python3 -m venv $(VENV)
+	@echo "install: pip and uv at their locked versions"
+	@$(VENV)/bin/pip install -qq -c $(LOCK) pip uv
+	@echo "install: llama_jax[$(EXTRAS)] with every dependency pinned by $(LOCK)"
+	@$(VENV)/bin/pip install -qq -c $(LOCK) -e '.[$(EXTRAS)]'
+	@touch $@
+
+# Re-resolve every dependency within setup.py's ranges (the newest versions the registries serve), then
+# reinstall from the new lock; `git diff requirements.lock` shows what moved. /opt/wheels holds the CPU build of
+# torch that these machines serve (PyPI's build of the same version pulls CUDA).
+lock:
+	@test -x $(VENV)/bin/uv || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -qq uv; }
+	@printf "pip\nuv\n" | $(VENV)/bin/uv pip compile --quiet setup.py - $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
+		--python-version 3.11 --find-links /opt/wheels --output-file $(LOCK)
+	@echo "lock: $(LOCK) written ($$(grep -c '==' $(LOCK)) pinned packages); reinstalling"
+	@rm -f $(STAMP) && $(MAKE) --no-print-directory install
 
 # Two worker processes (pytest-xdist), a test file each at a time: the files' shared compiled steps stay in
 # one process; TEST_WORKERS=0 runs the suite in this process.

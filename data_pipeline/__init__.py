@@ -10,9 +10,18 @@ Importing this package does not import TensorFlow; building a stream does.
 
 import os
 
-# TensorFlow's INFO lines (its CPU-instruction and oneDNN notices) on every import say nothing a person can act
-# on; its warnings and errors still show. Set before any module of this package imports TensorFlow.
+# TensorFlow's start-up notices say nothing a person can act on; its warnings and errors still show. Both settings
+# are read when TensorFlow is first imported, so they are made here, before any module of this package imports it;
+# child processes (Beam workers, test subprocesses) inherit them. A value the user set is kept.
+# - TF_CPP_MIN_LOG_LEVEL=1 hides INFO lines that go through TensorFlow's own logger.
+# - TF_ENABLE_ONEDNN_OPTS=0: on processors where TensorFlow turns oneDNN on by default (those with AVX-512), it
+#   announces so through absl before absl's logging is initialised, which no log level hides ("All log messages
+#   before absl::InitializeLog() ..." and "oneDNN custom operations are on", twice). oneDNN speeds up float
+#   matmuls and convolutions; the stream runs none (it reads, tokenizes, packs and mixes integer token ids), so its
+#   batches are the same bytes either way (tests/test_platform_settings.py) and its speed is unchanged
+#   (docs/benchmarks.md, "oneDNN and the stream").
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 __all__ = ["EvalStream", "Stream", "eval_streams", "packed_batch", "train_stream"]
 

@@ -28,9 +28,54 @@ def load(path: str, vocab_size: int | None = None) -> spm.SentencePieceProcessor
     return sentencepiece_processor(proto, path, vocab_size)
 
 
+# Fields of sentencepiece_model.proto that record how a training run was executed, not what it learned:
+# ModelProto.trainer_spec (2) holds input (1), model_prefix (2), input_format (7) and num_threads (16). The same
+# text trained on another machine (other paths, another core count) gives the same pieces, scores and encodings.
+TRAINER_SPEC, RUN_FIELDS = 2, frozenset({1, 2, 7, 16})
+
+
+def _fields(message: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(field number, whole encoded field, payload of a length-delimited field or b"") of a serialized protobuf
+    message, in order (protobuf's wire format)."""
+
+    def varint(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = message[at]
+            value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
+            if byte < 0x80:
+                return value, at
+
+    fields, at = [], 0
+    while at < len(message):
+        start = at
+        tag, at = varint(at)
+        payload = b""
+        if tag & 7 == 0:
+            _, at = varint(at)
+        elif tag & 7 == 2:
+            length, at = varint(at)
+            payload, at = message[at:at + length], at + length
+        elif tag & 7 in (1, 5):
+            at += 8 if tag & 7 == 1 else 4
+        else:
+            raise ValueError(f"tokenizer model: unsupported protobuf wire type {tag & 7} at byte {start}")
+        fields.append((tag >> 3, message[start:at], payload))
+    return fields
+
+
 def fingerprint(sp: spm.SentencePieceProcessor) -> str:
-    """sha256 of the serialized model: pretokenized shards record it and refuse another tokenizer."""
-    return hashlib.sha256(sp.serialized_model_proto()).hexdigest()
+    """sha256 of what decides the tokenizer's encodings (its serialized model without the fields that record the
+    training run: input paths, thread count): pretokenized shards record it and refuse another tokenizer."""
+    digest = hashlib.sha256()
+    for number, encoded, payload in _fields(sp.serialized_model_proto()):
+        if number != TRAINER_SPEC:
+            digest.update(encoded)
+            continue
+        for inner, inner_encoded, _ in _fields(payload):
+            if inner not in RUN_FIELDS:
+                digest.update(inner_encoded)
+    return digest.hexdigest()
 
 
 class BatchEncoder:

@@ -24,17 +24,20 @@ from collections.abc import Callable, Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEADLINE_S = 1200.0  # a safety net against a hung process, far beyond any run's time on a loaded machine
-# Lines that libraries print on a CPU machine when nobody asked them (libtpu probing for a TPU, TensorFlow's
-# banners): a quiet console shows none of them.
+# Lines that libraries print on a CPU machine when nobody asked them: libtpu probing for a TPU ("could not determine
+# TPU worker hostnames", "jellyfish", "libtpu"), JAX giving up on it ("Unable to initialize backend"), TensorFlow's
+# banners (its oneDNN notice and the absl line before it on AVX-512 processors, its CPU-instruction notices).
+# A quiet console shows none of them (test_tensorflow_settings.py shows TensorFlow's are caught when it prints them).
 NOISE = ("could not determine TPU worker hostnames", "Unable to initialize backend", "jellyfish", "oneDNN",
          "cpu_feature_guard", "rebuild TensorFlow", "absl::InitializeLog", "libtpu")
 
 
 def person_env(**extra: str) -> dict[str, str]:
     """The environment a person's shell has: this session's fake devices and compilation cache, without the
-    settings conftest.py adds for speed (JAX_PLATFORMS=cpu, TF_CPP_MIN_LOG_LEVEL), so that commands show what a
-    person would see."""
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL")}
+    settings conftest.py or the package add (JAX_PLATFORMS=cpu, TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS), so that
+    commands show what a person would see."""
+    added = ("JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
+    env = {k: v for k, v in os.environ.items() if k not in added}
     return {**env, **extra}
 
 
