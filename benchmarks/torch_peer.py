@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from llama_jax import cli
+from llama_jax.platforms import cpu_model
 
 TINY = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.py")
 PARTS = ("train", "eval", "decode")
@@ -58,17 +58,6 @@ def pin_threads(threads: int) -> list[int]:
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(threads)
     return cores
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Ours:

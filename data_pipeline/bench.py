@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from llama_jax import cli
+from llama_jax.platforms import cpu_model
 
 FLAGS = flags.FLAGS
 
@@ -55,6 +56,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("rounds", 3, "alternating rounds of the encoding and stream measurements")
     flags.DEFINE_float("sample_mb", 8.0, "megabytes of text for the raw SentencePiece measurement")
     flags.DEFINE_string("pretokenized_source", "commoncrawl", "source to pretokenize and read")
+    flags.DEFINE_bool("pretokenized", True, "also measure reading a pretokenized source")
+    flags.DEFINE_string("json", "", "append the figures as one JSON line to this file (e.g. benchmarks/results/...)")
 
 
 def main(argv: list[str]) -> None:
@@ -75,7 +78,8 @@ def main(argv: list[str]) -> None:
           f"cpus={os.cpu_count()}")
 
     texts = sample_texts(corpus_dir, weights, FLAGS.sample_mb)
-    n_tokens = sum(len(x) for x in sp.encode(texts, num_threads=threads))
+    # Both sides count what the stream packs into rows: BOS + the document's pieces + EOS.
+    n_tokens = sum(len(x) + 2 for x in sp.encode(texts, num_threads=threads))
     train = data_pipeline.train_stream(config)
     row_tokens = config.train.global_batch_size * (config.train.seq_len + 1)
     for _ in range(50):  # fill the shuffle buffers
@@ -87,20 +91,30 @@ def main(argv: list[str]) -> None:
         one.append(_timed(lambda: (sp.encode(texts, num_threads=1), n_tokens)[1], seconds))
         rate.append(_timed(lambda: (next(train), row_tokens)[1], seconds))
     train.close()
-    print(f"sentencepiece encode, {len(texts)} docs / {n_tokens:,} tokens: {max(raw) / 1e6:.2f} M tokens/s on "
-          f"{threads} threads ({max(one) / 1e6:.2f} M on 1)")
+    print(f"sentencepiece encode, {len(texts)} docs / {n_tokens:,} tokens with BOS and EOS: {max(raw) / 1e6:.2f} M "
+          f"tokens/s on {threads} threads ({max(one) / 1e6:.2f} M on 1)")
     print(f"train stream (read, tokenize, pack, mix, batch): {max(rate) / 1e6:.2f} M tokens/s = "
           f"{max(rate) / max(raw):.0%} of sentencepiece's own parallel encoding (best of {FLAGS.rounds} rounds)")
-
-    name = FLAGS.pretokenized_source
-    out_dir = os.path.join(os.path.dirname(corpus_dir), "pretokenized", name)
-    index_path = f"{out_dir}/index.json"
-    if not os.path.exists(index_path) or json.load(open(index_path))["tokenizer_sha256"] != tok.fingerprint(sp):
-        pretokenize.pretokenize(config, name, out_dir)
-    for seq_len in sorted({config.train.seq_len, 2048}):
-        rows, full = pretokenized_rates(config, name, out_dir, sp, seq_len, threads, seconds)
-        print(f"pretokenized {name}, seq_len {seq_len}: rows {rows / 1e6:.1f} M tokens/s, train stream "
-              f"(shuffle, mix, batch dict) {full / 1e6:.1f} M tokens/s")
+    figures = {"command": "python -m data_pipeline.bench", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": f"{cpu_model()}, {os.cpu_count()} cores", "threads": threads, "seq_len": config.train.seq_len,
+               "batch": config.train.global_batch_size, "rounds": FLAGS.rounds, "seconds": seconds,
+               "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+               "sentencepiece_tokens_per_s": raw, "sentencepiece_1_thread_tokens_per_s": one,
+               "stream_tokens_per_s": rate}
+    if FLAGS.pretokenized:
+        name = FLAGS.pretokenized_source
+        out_dir = os.path.join(os.path.dirname(corpus_dir), "pretokenized", name)
+        index_path = f"{out_dir}/index.json"
+        if not os.path.exists(index_path) or json.load(open(index_path))["tokenizer_sha256"] != tok.fingerprint(sp):
+            pretokenize.pretokenize(config, name, out_dir)
+        for seq_len in sorted({config.train.seq_len, 2048}):
+            rows, full = pretokenized_rates(config, name, out_dir, sp, seq_len, threads, seconds)
+            figures[f"pretokenized_{name}_{seq_len}"] = {"rows_tokens_per_s": rows, "stream_tokens_per_s": full}
+            print(f"pretokenized {name}, seq_len {seq_len}: rows {rows / 1e6:.1f} M tokens/s, train stream "
+                  f"(shuffle, mix, batch dict) {full / 1e6:.1f} M tokens/s")
+    if FLAGS.json:
+        with open(FLAGS.json, "a") as f:
+            f.write(json.dumps(figures) + "\n")
 
 
 def pretokenized_rates(config, name: str, out_dir: str, sp, seq_len: int, threads: int, seconds: float,

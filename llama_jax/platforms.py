@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import platform
 import sys
 
 GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips sit on the PCI bus under Google's vendor id (jax._src.hardware_utils)
@@ -43,3 +44,15 @@ def default_to_cpu() -> None:
     os.environ["JAX_PLATFORMS"] = "cpu"  # read when jax is imported; child processes inherit it
     if "jax" in sys.modules:  # imported already: its config has read the environment
         sys.modules["jax"].config.update("jax_platforms", "cpu")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's processor string), for benchmark records."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
