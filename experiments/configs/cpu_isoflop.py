@@ -85,9 +85,10 @@ def lr_budget(size: str) -> float:
     return min(budget for budget, sizes in FIT_BUDGETS.items() if size in sizes)
 
 
-def chosen_lr(size: str, results: str = RESULTS) -> float | None:
-    """The rate of the size's rate-sweep run with the lowest final held-out loss in the collected `results`, or
-    None until all three have finished there."""
+def chosen_lr(size: str, results: str | None = None) -> float | None:
+    """The rate of the size's rate-sweep run with the lowest final held-out loss in the collected `results`
+    (default RESULTS), or None until all three have finished there."""
+    results = results or RESULTS
     if not os.path.exists(results):
         return None
     with open(results) as file:
