@@ -47,7 +47,7 @@ bench: install
 # The CPU scaling study (README, "Scaling studies"): experiments/configs/cpu_isoflop.py in three stages, each
 # resumable (the same command skips finished runs and resumes a killed one): the learning-rate sweep, collected
 # so that the grid reads its chosen rates; the IsoFLOP grid; the forecast, written once before the held-out runs
-# train; the held-out runs; the check of the forecast and the IsoFLOP profiles.
+# train; the held-out runs; the check of the forecast and the IsoFLOP profiles; the notebooks' figures.
 SCALING_WORKDIR ?= workdirs
 STUDY := experiments/configs/cpu_isoflop.py
 STUDY_CSV := experiments/results/cpu_isoflop.csv
@@ -66,6 +66,7 @@ scaling: corpus
 	$(PY) -m experiments.scaling check-forecast --csv=$(STUDY_CSV)
 	$(PY) -m experiments.scaling isoflop --csv=$(STUDY_CSV) --sweep-file=$(STUDY) --loss=eval/mixture/loss \
 		--params=non_embedding_params
+	$(VENV)/bin/jupyter-execute experiments/notebooks/scaling_curves.ipynb experiments/notebooks/paper_scale.ipynb
 
 lint: install
 	$(VENV)/bin/ruff check .

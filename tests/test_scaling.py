@@ -390,3 +390,33 @@ def test_the_study_commands_refuse_bad_input_with_one_line(tmp_path, monkeypatch
         cli.run(scaling.main)
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 1 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_the_commands_run_the_protocol_isoflop_forecast_check(tmp_path, monkeypatch, capsys):
+    from llama_jax import cli
+
+    def command(*argv):
+        monkeypatch.setattr(sys, "argv", ["scaling", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            cli.run(scaling.main)
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 0, err
+        return out
+
+    n, d, groups = _study_design()
+    loss = STUDY_LAW.loss(n, d) + np.random.default_rng(3).normal(0, 0.01, len(n))
+    names = [f"{g}_{i}" for i, g in enumerate(groups)]
+    fit_csv, all_csv, out = tmp_path / "fit.csv", tmp_path / "all.csv", tmp_path / "forecast.json"
+    _write_runs(fit_csv, n, d, loss, names)
+    iso = json.loads(command("isoflop", f"--csv={fit_csv}", "--loss=eval/mixture/loss",
+                             "--params=non_embedding_params", "--noise=0.01", "--json"))
+    assert [p["status"] for p in iso["profiles"]] == ["ok"] * 4 and iso["intervals"]["a"][0] < iso["a"]
+    text = command("forecast", f"--csv={fit_csv}", "--budget=1e13", "--sizes=55536,100672", f"--out={out}",
+                   "--bootstrap=50")
+    assert "written to" in text and json.loads(out.read_text())["inputs"]["runs"] == names
+    sizes = np.array([55_536, 100_672])
+    _write_runs(all_csv, np.concatenate([n, sizes]), np.concatenate([d, 1e13 / (6 * sizes)]),
+                np.concatenate([loss, STUDY_LAW.loss(sizes, 1e13 / (6 * sizes))]), names + ["h1", "h2"])
+    check = command("check-forecast", f"--csv={all_csv}", f"--forecast={out}")
+    assert [line.split(":")[0] for line in check.splitlines() if line.startswith("  N=")] == [
+        f"  N={s:.4g} D={1e13 / (6 * s):.4g}" for s in sizes] and "best observed size" in check
