@@ -623,14 +623,6 @@ class Runs:
         return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def seed_of(name: str) -> int:
-    """The seed knob in a run's name (`..._seed1`), 0 without one."""
-    import re
-
-    match = re.search(r"_seed(\d+)", name)
-    return int(match.group(1)) if match else 0
-
-
 def final_runs(rows: list[dict[str, str]], loss: str = "loss", params: str = "params",
                tokens: str = "tokens") -> tuple[Runs, list[str]]:
     """final_points with each run's name (`run` column, else `row K`)."""
@@ -919,11 +911,9 @@ def main() -> None:
 
 
 def _jsonable(value):
-    """JSON for numpy values (bootstrap samples are left out of printed results)."""
+    """JSON for numpy values."""
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, Law):
-        return value.to_dict()
     return float(value)
 
 
