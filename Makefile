@@ -63,13 +63,28 @@ train: corpus
 bench: install
 	$(PY) -m llama_jax.bench --config=$(CONFIG)
 
-# The CPU scaling study (README, "Scaling studies"): its tokenizer, the sweep of experiments/configs/cpu_sweep.py
-# (resumable: the same command continues an interrupted sweep), the results table, then the notebooks' figures.
+# The CPU scaling study (README, "Scaling studies"): experiments/configs/cpu_isoflop.py in three stages, each
+# resumable (the same command skips finished runs and resumes a killed one): the learning-rate sweep, collected
+# so that the grid reads its chosen rates; the IsoFLOP grid; the forecast, written once before the held-out runs
+# train; the held-out runs; the check of the forecast and the IsoFLOP profiles; the notebooks' figures.
 SCALING_WORKDIR ?= workdirs
+STUDY := experiments/configs/cpu_isoflop.py
+STUDY_CSV := experiments/results/cpu_isoflop.csv
+STAGE = "$$($(PY) -c 'from experiments.configs import cpu_isoflop; print(cpu_isoflop.only("$(1)"))')"
+COLLECT = $(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_isoflop --out=$(STUDY_CSV) --overwrite
 scaling: corpus
 	$(PY) -m experiments.tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
-	$(PY) -m experiments.sweep --config=experiments/configs/cpu_sweep.py --workdir=$(SCALING_WORKDIR)
-	$(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_sweep --out=experiments/results/cpu_sweep.csv --overwrite
+	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,lr)
+	$(COLLECT)
+	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,grid)
+	$(COLLECT)
+	test -e experiments/results/forecast.json || $(PY) -m experiments.scaling forecast --csv=$(STUDY_CSV) \
+		--sweep-file=$(STUDY) $$($(PY) -c 'from experiments.configs import cpu_isoflop; print(cpu_isoflop.forecast_args())')
+	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,heldout)
+	$(COLLECT)
+	$(PY) -m experiments.scaling check-forecast --csv=$(STUDY_CSV)
+	$(PY) -m experiments.scaling isoflop --csv=$(STUDY_CSV) --sweep-file=$(STUDY) --loss=eval/mixture/loss \
+		--params=non_embedding_params
 	$(VENV)/bin/jupyter-execute experiments/notebooks/scaling_curves.ipynb experiments/notebooks/paper_scale.ipynb
 
 lint: install

@@ -3,7 +3,8 @@
 One row per (run, logged step) of every run under DIR (`<workdir>/<sweep>`, local or gs://, read through
 etils.epath): sweep, run, step, params, non-embedding params, tokens, FLOPs (llama_jax.flops x tokens), the
 training loss and learning rate, the held-out loss of each source (`eval/<source>/loss`), their mean under the
-run's mixture weights (`eval/mixture/loss`), any other `eval/...` value the run logged (e.g. task accuracies),
+run's mixture weights (`eval/mixture/loss`, with its standard error over the held-out batches,
+`eval/mixture/loss_se`, where the sources log theirs), any other `eval/...` value the run logged (e.g. task accuracies),
 and whether the run has finished and whether its schedule anneals (a cosine, or a warmup-stable-decay cooldown;
 not a stable phase). The final rows of finished, annealed runs are what scaling fits use.
 """
@@ -14,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from typing import Any
 
@@ -72,11 +74,15 @@ def run_rows(workdir: epath.Path) -> list[dict[str, Any]]:
         sources = {name: values.get(f"eval/{name}/loss") for name in weights}
         mixture = (sum(w * sources[name] for name, w in weights.items()) / sum(weights.values())
                    if config.data.source == "mixture" and None not in sources.values() else None)
+        errors = {name: values.get(f"eval/{name}/loss_se") for name in weights}  # independent across sources
+        mixture_se = (math.sqrt(sum((w * errors[name]) ** 2 for name, w in weights.items())) / sum(weights.values())
+                      if mixture is not None and None not in errors.values() else None)
         rows.append({
             "sweep": record["sweep"], "run": record["run"], "step": step, "params": facts["params"],
             "non_embedding_params": facts["non_embedding_params"], "tokens": tokens,
             "tokens_per_param": tokens / facts["non_embedding_params"],
-            "flops": facts["train_flops_per_token"] * tokens, "eval/mixture/loss": mixture, **values,
+            "flops": facts["train_flops_per_token"] * tokens, "eval/mixture/loss": mixture,
+            **({"eval/mixture/loss_se": mixture_se} if mixture_se is not None else {}), **values,
             "finished": last == config.train.steps, "annealed": annealed,
             "schedule": optimizer.get("schedule", "cosine"),
             "branch": "{}@{}".format(*record["branch"]) if record.get("branch") else "",

@@ -6,7 +6,9 @@ the notebooks call these and save what they return.
   next to Chinchilla's published one;
 - llama_argument: tokens a smaller model needs to match the next size at its compute-optimal budget, and the
   inference FLOPs per token it saves;
-- per_source: held-out loss of each data source against tokens, one curve per size.
+- per_source: held-out loss of each data source against tokens, one curve per size;
+- isoflop_profiles, n_opt_band, forecast_panel: Chinchilla's Figure 3 layout, N_opt(C) with its band beside
+  Chinchilla's, and a forecast's predictions beside the observed held-out runs.
 """
 
 from __future__ import annotations
@@ -175,5 +177,112 @@ def per_source(rows: list[dict[str, Any]], sources: list[str], size: str = "non_
     axes.flat[0].legend(fontsize=7, title="N", title_fontsize=7)
     fig.supxlabel("training tokens")
     fig.supylabel("held-out loss (nats per token)")
+    fig.tight_layout()
+    return fig
+
+
+def isoflop_profiles(result: dict, title: str = ""):
+    """Chinchilla's Figure 3 layout from scaling.isoflop: left, loss against N at each budget with its parabola
+    and the minimum with its N_opt interval (budgets without a measured minimum drawn as points only); middle,
+    N_opt against C with the fitted power law; right, D_opt against C."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    profiles = result["profiles"]
+    colors = _colors(len(profiles))
+    for p, color in zip(profiles, colors, strict=True):
+        ns = np.exp(p["log_n"])
+        axes[0].scatter(ns, p["loss"], color=color, s=16, label=f"C = {p['C']:.2g}")
+        if p["status"] != "ok":
+            continue
+        x = np.linspace(np.log(min(p["fit_sizes"])), np.log(max(p["fit_sizes"])), 100)
+        p0, p1, p2 = p["parabola"]
+        axes[0].plot(np.exp(x), p0 + p1 * x + p2 * x**2, color=color, lw=1)
+        axes[0].scatter([p["N_opt"]], [p["loss_opt"]], color=color, marker="*", s=90, edgecolor="k", zorder=3)
+        if p["interval"]:
+            axes[0].hlines(p["loss_opt"], *p["interval"], color=color, lw=3, alpha=0.5)
+    ok = [p for p in profiles if p["status"] == "ok"]
+    cs = np.array([p["C"] for p in ok])
+    for ax, key, exponent, coefficient, label in ((axes[1], "N_opt", "a", "k_N", "N_opt"),
+                                                  (axes[2], "D_opt", "b", "k_D", "D_opt")):
+        n_intervals = np.array([p["interval"] or [p["N_opt"], p["N_opt"]] for p in ok]).reshape(-1, 2)
+        values = np.array([p[key] for p in ok])
+        bounds = n_intervals if key == "N_opt" else (cs / 6)[:, None] / n_intervals[:, ::-1]
+        if len(ok):
+            ax.errorbar(cs, values, yerr=_yerr(values, bounds), fmt="o", color="C0", capsize=3,
+                        label="IsoFLOP minima (95%)")
+        if exponent in result:
+            grid = np.geomspace(cs.min() / 3, cs.max() * 3, 50)
+            interval = result.get("intervals", {}).get(exponent)
+            ci = f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
+            ax.plot(grid, result[coefficient] * grid ** result[exponent], color="C3",
+                    label=f"{label} ~ C^{result[exponent]:.2f}{ci}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("C = 6ND (FLOPs)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("non-embedding parameters N")
+    axes[0].set_ylabel("final held-out loss")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "IsoFLOP profiles (approach 2)")
+    fig.tight_layout()
+    return fig
+
+
+def _yerr(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """[2, n] error bar lengths below and above `values` to `bounds` [n, 2] (0 where a percentile interval of few
+    resamples does not contain its point estimate)."""
+    return np.maximum(np.stack([values - bounds[:, 0], bounds[:, 1] - values]), 0)
+
+
+def n_opt_band(samples: dict[str, np.ndarray], law: scaling.Law, compute: tuple[float, float],
+               minima: list[dict] | None = None, reference: scaling.Law = scaling.CHINCHILLA):
+    """N_opt against C: the fit's (`law`) with the 95% band of its bootstrap `samples` (scaling.varpro arrays),
+    Chinchilla's published one, and approach 2's minima with their intervals (`minima`: isoflop profiles)."""
+    import matplotlib.pyplot as plt
+
+    cs = np.geomspace(*compute, 100)
+    low, high = scaling.n_opt_band(samples, cs)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.fill_between(cs, low, high, color="C3", alpha=0.2, label="95% bootstrap band")
+    ax.plot(cs, law.compute_optimal(cs)[0], color="C3", label=f"this fit: N_opt ~ C^{law.a:.2f}")
+    ax.plot(cs, reference.compute_optimal(cs)[0], "k--", label=f"Chinchilla: N_opt ~ C^{reference.a:.2f}")
+    for p in (q for q in minima or [] if q["status"] == "ok"):
+        bounds = np.array([p["interval"] or (p["N_opt"], p["N_opt"])])
+        ax.errorbar([p["C"]], [p["N_opt"]], yerr=_yerr(np.array([p["N_opt"]]), bounds), fmt="o", color="C0",
+                    capsize=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("C = 6ND (FLOPs)")
+    ax.set_ylabel("compute-optimal N")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def forecast_panel(forecast: dict, check: dict | None = None):
+    """The pre-registered forecast: predicted final loss of each held-out size with its 95% prediction interval,
+    and, once they have trained (`check`: scaling.check_forecast), the observed losses beside them."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ns = np.array([e["N"] for e in forecast["runs"]])
+    predicted = np.array([e["loss"] for e in forecast["runs"]])
+    intervals = np.array([e.get("interval") or [y, y] for e, y in zip(forecast["runs"], predicted, strict=True)])
+    ax.errorbar(ns, predicted, yerr=_yerr(predicted, intervals), fmt="s", color="C0", capsize=4,
+                label="predicted (95% prediction interval)")
+    if check is not None:
+        ax.scatter([e["N"] for e in check["runs"]], [e["observed"] for e in check["runs"]], color="C3", marker="x",
+                   s=60, zorder=3, label="observed")
+    ax.axvline(forecast["N_opt"], color="k", lw=1, ls=":", label=f"predicted N_opt {forecast['N_opt']:.3g}")
+    if forecast.get("N_opt_interval"):
+        ax.axvspan(*forecast["N_opt_interval"], color="k", alpha=0.06)
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("final held-out loss")
+    ax.set_title(f"forecast at C = {forecast['budget']:.2g} FLOPs")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,13 +1,23 @@
-"""Scaling-law fits (Hoffmann et al. 2022, "Chinchilla"), in one tested module: notebooks and the command only call it.
+"""Scaling-law fits (Hoffmann et al. 2022, "Chinchilla") and forecasts, in one tested module: notebooks and the
+commands only call it.
 
     python -m experiments.scaling fit --csv=results.csv [--json] [--loss=loss] [--params=params] [--bootstrap=200]
+    python -m experiments.scaling isoflop --csv=FILE [--json]          # approach 2 (columns params, tokens, loss[, flops])
+    python -m experiments.scaling forecast --csv=FIT_RUNS --budget=C [--sizes=N1,N2,N3]  # writes results/forecast.json
+    python -m experiments.scaling check-forecast --csv=ALL_RUNS      # predicted against observed
+
+One counting convention throughout (CONVENTION): N non-embedding parameters, C = 6 N D.
 
 - Approach 3: L(N, D) = E + A / N^alpha + B / D^beta, fitted as Hoffmann et al. did: the Huber loss (delta 1e-3)
   of log L against log-sum-exp(a - alpha log N, b - beta log D, e) (A = e^a, B = e^b, E = e^e), minimised with
   L-BFGS from every point of their grid of starts (a, b in 0..25, e in -1..1, alpha, beta in 0..2), all starts at
   once (`jax.vmap` over optax's L-BFGS); intervals from refitting bootstrap resamples of the runs.
-- Approach 2: IsoFLOP profiles (loss against log N at fixed compute, a parabola each), then N_opt and D_opt
-  against C as power laws.
+- Approach 3 by variable projection (Czech et al. 2026): E, A, B by non-negative least squares for each
+  (alpha, beta), only the two exponents searched; vectorised over bootstrap resamples and synthetic repetitions.
+- Approach 2: IsoFLOP profiles (loss against log N at fixed compute, a parabola through the sizes around each
+  minimum, a bootstrap interval on N_opt), then N_opt and D_opt against C as power laws with intervals.
+- A forecast: the fit's prediction of runs at a budget above every fit run's, with prediction intervals from
+  the bootstrap plus the measured seed noise, written before those runs train and checked after.
 - The compute-optimal allocation a fit implies (closed form, C = 6 N D): N_opt = G (C/6)^(beta/(alpha+beta)),
   G = (alpha A / (beta B))^(1/(alpha+beta)), D_opt = C / (6 N_opt).
 - LLaMA's argument (§1) made quantitative: the tokens a smaller model needs to reach the loss of the next larger
@@ -23,6 +33,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -284,19 +295,59 @@ def check_points(n: np.ndarray, d: np.ndarray, loss: np.ndarray, parameters: int
 
 # ------------------------------------------------------------------------------------------------- approach 2
 def isoflop(n: Sequence[float], d: Sequence[float], loss: Sequence[float], budgets: Sequence[float] | None = None,
-            min_sizes: int = 3) -> dict:
-    """Approach 2 on a grid of runs: for each size, loss interpolated in log C (C = 6 N D) between its runs; at
-    each budget covered by at least `min_sizes` sizes, a parabola of loss against log N gives N_opt; then power
-    laws N_opt = k_N C^a and D_opt = C / (6 N_opt) = k_D C^b. Budgets default to 12 log-spaced values across
-    the range of C that at least `min_sizes` sizes cover."""
+            flops: Sequence[float] | None = None, min_sizes: int = 3, window: int = 5, noise: float | None = None,
+            bootstrap: int = 200, seed: int = 0) -> dict:
+    """Approach 2 (Hoffmann et al. §3.2): per compute budget C (FLOPs, C = 6 N D unless `flops` gives each run's
+    budget), a parabola of loss against log N through the `window` sizes around the lowest loss, N_opt at its
+    vertex; then the power laws N_opt = k_N C^a and D_opt = C / (6 N_opt) = k_D C^b.
+
+    Budgets: the runs' own `flops` when given (an IsoFLOP grid: runs of one budget share its value), else
+    `budgets`, else 12 log-spaced values across the range of C that `min_sizes` sizes cover, each size's loss
+    interpolated in log C between its runs. Every budget with at least `min_sizes` sizes is reported: status "ok",
+    or why it has no N_opt ("minimum at the smallest size", "... largest size", "no minimum": an extrapolation,
+    not a measurement, so it enters no power law). Intervals (95%): a parametric bootstrap, each profile's
+    losses redrawn around its parabola with sd `noise` nats (default: the parabola's residual sd), refitted;
+    a and b from the same draws across budgets."""
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
-    c = 6 * n * d
+    check_points(n, d, loss, parameters=3)
+    c = 6 * n * d if flops is None else np.asarray(flops, float)
+    rng = np.random.default_rng(seed)
+    profiles = []
+    for budget, xs, ys in _profiles(n, c, loss, budgets, flops is not None, min_sizes):
+        profiles.append(_profile(budget, xs, ys, window, noise, bootstrap, rng))
+    result: dict = {"profiles": profiles, "bootstrap": bootstrap}
+    ok = [p for p in profiles if p["status"] == "ok"]
+    if len(ok) >= 2:
+        log_c = np.log([p["C"] for p in ok])
+        a, log_kn = np.polyfit(log_c, np.log([p["N_opt"] for p in ok]), 1)
+        b, log_kd = np.polyfit(log_c, np.log([p["D_opt"] for p in ok]), 1)
+        result.update({"a": float(a), "b": float(b), "k_N": math.exp(log_kn), "k_D": math.exp(log_kd)})
+        draws = np.stack([p.pop("_draws") for p in ok])  # [budgets, bootstrap] log N_opt, nan where none
+        valid = np.all(np.isfinite(draws), axis=0)
+        if valid.sum() >= 10:
+            slopes = np.polyfit(log_c, draws[:, valid], 1)[0]
+            result["intervals"] = {"a": _percentiles(slopes), "b": _percentiles(1 - slopes)}
+    for p in profiles:
+        p.pop("_draws", None)
+    return result
+
+
+def _profiles(n, c, loss, budgets, exact: bool, min_sizes: int):
+    """(C, log N [sizes], loss [sizes]) of every budget with at least `min_sizes` sizes; seeds of a size averaged."""
     sizes = np.unique(n)
+    if exact:
+        keys = budget_groups(c)
+        for key in np.unique(keys):
+            at = keys == key
+            budget = float(np.exp(np.log(c[at]).mean()))
+            ns = np.unique(n[at])
+            if len(ns) >= min_sizes:
+                yield float(budget), np.log(ns), np.array([loss[at & (n == s)].mean() for s in ns])
+        return
     if budgets is None:
         grid = np.geomspace(c.min(), c.max(), 200)
         covered = [g for g in grid if sum(c[n == s].min() <= g <= c[n == s].max() for s in sizes) >= min_sizes]
         budgets = np.geomspace(covered[0], covered[-1], 12) if covered else []
-    profiles = []
     for budget in budgets:
         xs, ys = [], []
         for s in sizes:
@@ -305,24 +356,208 @@ def isoflop(n: Sequence[float], d: Sequence[float], loss: Sequence[float], budge
             if len(cs) >= 2 and cs[0] <= budget <= cs[-1]:
                 xs.append(math.log(s))
                 ys.append(float(np.interp(math.log(budget), np.log(cs), ls)))
-        if len(xs) < min_sizes:
+        if len(xs) >= min_sizes:
+            yield float(budget), np.array(xs), np.array(ys)
+
+
+def budget_groups(c: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
+    """[runs] a group index per run: runs whose budgets lie within `tolerance` of the next one in sorted order
+    share one (a grid's runs miss their nominal budget by the rounding of tokens to whole steps)."""
+    order = np.argsort(c)
+    gaps = np.diff(np.log(c[order])) > math.log1p(tolerance)
+    groups = np.empty(len(c), int)
+    groups[order] = np.concatenate([[0], np.cumsum(gaps)])
+    return groups
+
+
+def _profile(budget: float, xs: np.ndarray, ys: np.ndarray, window: int, noise: float | None, bootstrap: int,
+             rng: np.random.Generator) -> dict:
+    """One budget's IsoFLOP profile: the parabola through the `window` sizes around the lowest loss, its vertex
+    (N_opt) and the bootstrap draws of log N_opt ("_draws", nan where a draw has no minimum)."""
+    lowest = int(np.argmin(ys))
+    first = min(max(lowest - window // 2, 0), max(len(xs) - window, 0))
+    used = slice(first, first + window)
+    x, y = xs[used], ys[used]
+    profile = {"C": budget, "sizes": len(xs), "log_n": xs.tolist(), "loss": ys.tolist(),
+               "fit_sizes": [math.exp(v) for v in x], "N_opt": None, "D_opt": None, "loss_opt": None,
+               "interval": None, "_draws": np.full(max(bootstrap, 0), np.nan)}
+    if lowest in (0, len(xs) - 1):
+        profile["status"] = f"minimum at the {'smallest' if lowest == 0 else 'largest'} size: outside the sizes run"
+        return profile
+    design = np.stack([np.ones_like(x), x, x**2], axis=1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    p0, p1, p2 = coef
+    x_opt = -p1 / (2 * p2) if p2 > 0 else np.nan
+    profile["parabola"] = [float(p0), float(p1), float(p2)]
+    if not x[0] <= x_opt <= x[-1]:
+        profile["status"] = "no minimum within the sizes fitted"
+        return profile
+    residual = y - design @ coef
+    sd = noise if noise is not None else (float(np.sqrt(residual @ residual / (len(x) - 3))) if len(x) > 3 else 0.0)
+    profile.update(status="ok", N_opt=math.exp(x_opt), D_opt=budget / (6 * math.exp(x_opt)),
+                   loss_opt=float(p0 + p1 * x_opt + p2 * x_opt**2), noise=sd)
+    if bootstrap > 0 and sd > 0:
+        draws = (design @ coef)[None] + rng.normal(0, sd, (bootstrap, len(x)))
+        b_coef = np.linalg.lstsq(design, draws.T, rcond=None)[0]  # [3, bootstrap]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b_x = np.where(b_coef[2] > 0, -b_coef[1] / (2 * b_coef[2]), np.nan)
+        b_x = np.where((b_x >= x[0] - 1) & (b_x <= x[-1] + 1), b_x, np.nan)  # beyond e^1 of the sizes: no minimum
+        profile["_draws"] = b_x
+        if np.isfinite(b_x).mean() >= 0.5:
+            low, high = np.nanpercentile(b_x, [2.5, 97.5])
+            profile["interval"] = [math.exp(low), math.exp(high)]
+    return profile
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles: a 95% bootstrap interval."""
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def format_isoflop(result: dict) -> str:
+    """Approach 2 as text: each budget's profile (N_opt with interval, sizes used, or why none), then a and b."""
+    lines = []
+    for p in result["profiles"]:
+        head = f"  C={p['C']:.3g}: {p['sizes']} sizes, "
+        if p["status"] != "ok":
+            lines.append(head + p["status"])
             continue
-        p2, p1, p0 = np.polyfit(xs, ys, 2)
-        if p2 <= 0:
-            continue  # no minimum: the budget's profile is monotone over the sizes run
-        x_opt = -p1 / (2 * p2)
-        if not min(xs) <= x_opt <= max(xs):
-            continue  # the minimum lies outside the sizes run: an extrapolation, not a measurement
-        profiles.append({"C": float(budget), "N_opt": math.exp(x_opt), "D_opt": budget / (6 * math.exp(x_opt)),
-                         "loss_opt": float(p0 + p1 * x_opt + p2 * x_opt**2), "sizes": len(xs),
-                         "parabola": [float(p0), float(p1), float(p2)], "log_n": xs, "loss": ys})
-    result = {"profiles": profiles}
-    if len(profiles) >= 2:
-        log_c = np.log([p["C"] for p in profiles])
-        a, log_kn = np.polyfit(log_c, np.log([p["N_opt"] for p in profiles]), 1)
-        b, log_kd = np.polyfit(log_c, np.log([p["D_opt"] for p in profiles]), 1)
-        result.update({"a": float(a), "b": float(b), "k_N": math.exp(log_kn), "k_D": math.exp(log_kd)})
+        ci = f" 95% CI [{p['interval'][0]:.4g}, {p['interval'][1]:.4g}]" if p["interval"] else ""
+        lines.append(head + f"parabola over {', '.join(f'{s:.3g}' for s in p['fit_sizes'])}: N_opt={p['N_opt']:.4g}"
+                     f"{ci}, D_opt={p['D_opt']:.4g}, loss {p['loss_opt']:.4f}")
+    for name, label in (("a", "N_opt ~ C^a"), ("b", "D_opt ~ C^b")):
+        if name in result:
+            interval = result.get("intervals", {}).get(name)
+            ci = f"   95% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+            lines.append(f"  {name} ({label}) {result[name]:.4g}{ci}")
+    if "a" not in result:
+        lines.append("  fewer than 2 budgets have a minimum within their sizes: no N_opt(C) power law")
+    return "\n".join([f"approach 2 (IsoFLOP profiles), {len(result['profiles'])} budgets:", *lines])
+
+
+# -------------------------------------------------------------------------------- approach 3, variable projection
+ALPHAS = np.arange(0.1, 2.001, 0.1)  # the exponents' coarse grid; refined REFINE times around the best point
+REFINE = 4
+
+
+def varpro(n, d, loss, weights=None, alphas: np.ndarray = ALPHAS, betas: np.ndarray = ALPHAS) -> dict[str, np.ndarray]:
+    """Approach 3 by variable projection (Czech et al. 2026): for each (alpha, beta) the law is linear in
+    (E, A, B), solved exactly by non-negative least squares (on loss, in nats), so that only the two exponents
+    are searched: a grid, then REFINE finer grids around the best point. Vectorised over leading axes of `loss`
+    and `weights` ([..., runs]; weights count each run, as bootstrap resamples do). Returns arrays [...] of E, A,
+    B, alpha, beta, a and rss (the weighted residual sum of squares)."""
+    log_n, log_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
+    y = np.asarray(loss, float)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, float)
+    batch = np.broadcast_shapes(y.shape, w.shape)[:-1]
+    y, w = (np.broadcast_to(v, (*batch, len(log_n))).reshape(-1, len(log_n)) for v in (y, w))
+    chunks = [_varpro_rows(y[i:i + CHUNK], w[i:i + CHUNK], log_n, log_d, alphas, betas)
+              for i in range(0, len(y), CHUNK)]
+    return {k: np.concatenate([c[k] for c in chunks]).reshape(batch) for k in chunks[0]}
+
+
+CHUNK = 256  # fits solved at once: bounds the [fits, alphas, betas, 3, 3] Gram arrays to ~30 MB
+
+
+def _varpro_rows(y, w, log_n, log_d, alphas, betas) -> dict[str, np.ndarray]:
+    """varpro on rows y, w [K, runs]."""
+    xn, xd = log_n - log_n.mean(), log_d - log_d.mean()  # features (N / N0)^-alpha: well conditioned
+    ga = np.broadcast_to(alphas, (len(y), len(alphas)))
+    gb = np.broadcast_to(betas, (len(y), len(betas)))
+    step_a, step_b = alphas[1] - alphas[0], betas[1] - betas[0]
+    for level in range(REFINE + 1):
+        rss, theta = _nnls_grid(y, w, xn, xd, ga, gb)
+        best = np.argmin(rss.reshape(len(y), -1), axis=1)
+        ia, ib = np.unravel_index(best, rss.shape[1:])
+        rows = np.arange(len(y))
+        alpha, beta = ga[rows, ia], gb[rows, ib]
+        chosen = theta[rows, ia, ib]
+        if level < REFINE:
+            offsets = np.linspace(-1, 1, 9)
+            ga = np.maximum(alpha[:, None] + step_a * offsets, 1e-3)
+            gb = np.maximum(beta[:, None] + step_b * offsets, 1e-3)
+            step_a, step_b = step_a / 4, step_b / 4
+    e, a_, b_ = chosen[:, 0], chosen[:, 1] * np.exp(alpha * log_n.mean()), chosen[:, 2] * np.exp(beta * log_d.mean())
+    return {"E": e, "A": a_, "B": b_, "alpha": alpha, "beta": beta, "a": beta / (alpha + beta),
+            "rss": rss.reshape(len(y), -1)[rows, best]}
+
+
+# The non-empty subsets of (E, A, B) that can be the positive ones at the NNLS optimum.
+_SUBSETS = [s for k in (1, 2, 3) for s in itertools.combinations(range(3), k)]
+
+
+def _nnls_grid(y, w, xn, xd, ga, gb):
+    """(rss [K, Ga, Gb], theta [K, Ga, Gb, 3]): the exact NNLS of y ~ E + A' u + B' v (u = e^(-alpha xn),
+    v = e^(-beta xd)) at every grid point: the best feasible least-squares solution over the subsets of positive
+    coefficients, the Gram matrices built by one matrix product per term."""
+    u = np.exp(-ga[:, :, None] * xn)  # [K, Ga, R]
+    v = np.exp(-gb[:, :, None] * xd)  # [K, Gb, R]
+    k, na, nb = len(y), ga.shape[1], gb.shape[1]
+    shape = (k, na, nb)
+    s1 = np.broadcast_to(w.sum(-1)[:, None, None], shape)
+    su = np.broadcast_to(np.einsum("kar,kr->ka", u, w)[:, :, None], shape)
+    sv = np.broadcast_to(np.einsum("kbr,kr->kb", v, w)[:, None, :], shape)
+    suu = np.broadcast_to(np.einsum("kar,kr->ka", u * u, w)[:, :, None], shape)
+    svv = np.broadcast_to(np.einsum("kbr,kr->kb", v * v, w)[:, None, :], shape)
+    suv = np.einsum("kar,kbr->kab", u * w[:, None, :], v)
+    gram = np.stack([np.stack([s1, su, sv], -1), np.stack([su, suu, suv], -1), np.stack([sv, suv, svv], -1)], -2)
+    wy = w * y
+    h = np.stack([np.broadcast_to(wy.sum(-1)[:, None, None], shape),
+                  np.broadcast_to(np.einsum("kar,kr->ka", u, wy)[:, :, None], shape),
+                  np.broadcast_to(np.einsum("kbr,kr->kb", v, wy)[:, None, :], shape)], -1)
+    yy = (wy * y).sum(-1)[:, None, None]
+    best_rss = np.broadcast_to(yy, shape).copy()  # the empty subset: all coefficients 0
+    best_theta = np.zeros((*shape, 3))
+    for subset in _SUBSETS:
+        idx = list(subset)
+        g = gram[..., idx, :][..., :, idx]
+        ridge = 1e-12 * np.trace(g, axis1=-2, axis2=-1)[..., None, None] * np.eye(len(idx))
+        sol = np.linalg.solve(g + ridge, h[..., idx][..., None])[..., 0]
+        rss = yy - np.einsum("...i,...i->...", h[..., idx], sol)
+        better = np.all(sol >= 0, axis=-1) & (rss < best_rss)
+        best_rss = np.where(better, rss, best_rss)
+        theta = np.zeros((*shape, 3))
+        theta[..., idx] = sol
+        best_theta = np.where(better[..., None], theta, best_theta)
+    return best_rss, best_theta
+
+
+def varpro_fit(n, d, loss, groups: Sequence | None = None, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Approach 3 by variable projection on runs (N, D, L), with 95% intervals from `bootstrap` resamples that
+    draw whole `groups` (e.g. a size and seed: the runs that share a stable phase are not independent; default:
+    each run alone) with replacement. Returns {"law": Law, "intervals": {name: (low, high)}, "samples": {...}}."""
+    n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
+    check_points(n, d, loss)
+    point = varpro(n, d, loss)
+    law = Law(*(float(point[k]) for k in NAMES))
+    result = {"law": law, "rss": float(point["rss"]), "runs": len(n), "bootstrap": bootstrap}
+    if bootstrap > 0:
+        weights = group_resamples(groups if groups is not None else np.arange(len(n)), bootstrap, seed)
+        samples = varpro(n, d, np.broadcast_to(loss, weights.shape), weights)
+        result["samples"] = samples
+        result["intervals"] = {k: _percentiles(samples[k]) for k in (*NAMES, "a")}
     return result
+
+
+def n_opt_band(samples: dict[str, np.ndarray], compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) [len(compute)]: the 2.5 and 97.5 percentiles of N_opt(C) over bootstrap `samples` (varpro's
+    arrays), resamples whose law has no finite optimum left out."""
+    with np.errstate(all="ignore"):
+        g = (samples["alpha"] * samples["A"] / (samples["beta"] * samples["B"])) ** (
+            1 / (samples["alpha"] + samples["beta"]))
+        draws = g[:, None] * (np.asarray(compute, float)[None] / 6) ** samples["a"][:, None]
+    draws = draws[np.all(np.isfinite(draws) & (draws > 0), axis=1)]
+    if not len(draws):
+        raise DegenerateFit("no bootstrap resample's law has a finite compute-optimal size (A or B is 0)")
+    return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
+
+
+def group_resamples(groups: Sequence, bootstrap: int, seed: int = 0) -> np.ndarray:
+    """[bootstrap, runs] counts: each resample draws the distinct groups with replacement and counts every run
+    of a drawn group once per draw."""
+    labels, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    draws = np.random.default_rng(seed).multinomial(len(labels), np.full(len(labels), 1 / len(labels)), bootstrap)
+    return draws[:, inverse].astype(float)
 
 
 # ---------------------------------------------------------------------------------------- LLaMA's argument
@@ -348,6 +583,155 @@ def llama_argument(law: Law, sizes: Iterable[float]) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------------- forecast
+FORECAST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "forecast.json")
+CONVENTION = "N: non-embedding parameters; C = 6 N D FLOPs (attention and the embedding tables not counted)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """Finished, annealed runs: names, N parameters, D tokens, final loss (nats), one entry each."""
+
+    names: list[str]
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+
+    @property
+    def groups(self) -> list[str]:
+        """The unit a bootstrap resamples: the run's size, all its budgets and seeds together (cooldown branches
+        of one stable phase are not independent). Measured on the study's design (tests/test_scaling.py):
+        resampling (size, seed) groups instead covers the true alpha in only 84% of synthetic studies."""
+        return [f"{n:.0f}" for n in self.n]
+
+    def only(self, names: Iterable[str]) -> Runs:
+        """The runs named in `names`, or an error naming those the CSV lacks."""
+        names = list(names)
+        missing = sorted(set(names) - set(self.names))
+        if missing:
+            raise ValueError(f"the CSV lacks {len(missing)} finished, annealed run(s) the fit needs: "
+                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        keep = [self.names.index(name) for name in names]
+        return Runs([self.names[i] for i in keep], self.n[keep], self.d[keep], self.loss[keep])
+
+    def fingerprint(self) -> str:
+        """sha256 of the sorted (name, N, D, loss) rows: what a forecast was fitted on."""
+        import hashlib
+
+        rows = sorted(f"{name},{n:.0f},{d:.0f},{y:.6f}" for name, n, d, y in
+                      zip(self.names, self.n, self.d, self.loss, strict=True))
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def final_runs(rows: list[dict[str, str]], loss: str = "loss", params: str = "params",
+               tokens: str = "tokens") -> tuple[Runs, list[str]]:
+    """final_points with each run's name (`run` column, else `row K`)."""
+    n, d, y, notes, names = _final(rows, loss, params, tokens)
+    return Runs(names, n, d, y), notes
+
+
+def seed_noise(runs: Runs) -> float | None:
+    """Run-to-run sd of the final loss (nats): pooled over every (N, D) trained with more than one seed; None
+    when none was."""
+    squares, dof = 0.0, 0
+    for key in {(n, d) for n, d in zip(runs.n, runs.d, strict=True)}:
+        at = (runs.n == key[0]) & (runs.d == key[1])
+        if at.sum() > 1:
+            squares += float(((runs.loss[at] - runs.loss[at].mean()) ** 2).sum())
+            dof += int(at.sum()) - 1
+    return math.sqrt(squares / dof) if dof else None
+
+
+def make_forecast(runs: Runs, budget: float, sizes: Sequence[float] = (), bootstrap: int = 200, seed: int = 0,
+                  noise: float | None = None, commit: str | None = None) -> dict:
+    """The pre-registered prediction at compute `budget` (FLOPs, C = 6 N D) from the fit runs: approach 3 by
+    variable projection with intervals from resampling whole sizes (Runs.groups); for each of `sizes` (N) the
+    predicted final loss at D = C / (6 N) with a 95% prediction interval (the bootstrap's laws plus the seed
+    noise, measured from the runs unless `noise` is given), and the predicted N_opt with its interval."""
+    c_max = float((6 * runs.n * runs.d).max())
+    if budget <= c_max:
+        raise ValueError(f"--budget={budget:.3g} is inside the fitted range (the fit runs reach C = 6ND = "
+                         f"{c_max:.3g}); a forecast is for a budget above every fit run's")
+    fitted = varpro_fit(runs.n, runs.d, runs.loss, runs.groups, bootstrap, seed)
+    law, samples = fitted["law"], fitted.get("samples")
+    measured = seed_noise(runs)
+    sd = noise if noise is not None else (measured or 0.0)
+    rng = np.random.default_rng(seed + 1)
+    n_opt = float(law.compute_optimal(budget)[0])
+    result = {"budget": budget, "convention": CONVENTION, "confidence": 0.95, "N_opt": n_opt,
+              "D_opt": budget / (6 * n_opt), "seed_noise": measured, "noise_used": sd, "runs": [],
+              "fit": {"method": "variable projection (NNLS for E, A, B; grid over alpha, beta)", **law.to_dict(),
+                      "a": law.a, "rss": fitted["rss"], "intervals": fitted.get("intervals"),
+                      "bootstrap": bootstrap},
+              "inputs": {"runs": runs.names, "fingerprint": runs.fingerprint(), "commit": commit,
+                         "largest_fit_budget": c_max}}
+    if samples is not None:
+        low, high = n_opt_band(samples, np.array([budget]))
+        result["N_opt_interval"] = [float(low[0]), float(high[0])]
+    for size in sizes:
+        d = budget / (6 * size)
+        entry = {"N": float(size), "D": d, "loss": float(law.loss(size, d))}
+        if samples is not None:
+            draws = samples["E"] + samples["A"] / size ** samples["alpha"] + samples["B"] / d ** samples["beta"]
+            entry["interval"] = list(_percentiles(draws + rng.normal(0, sd, draws.shape)))
+        result["runs"].append(entry)
+    return result
+
+
+def check_forecast(forecast: dict, runs: Runs, tolerance: float = 0.01) -> dict | None:
+    """Predicted against observed: each forecast size's finished run at the forecast budget (within 2% of C and
+    0.1% of N, as steps round tokens and tables round N) in `runs`; None while none has finished; an error when the fit runs in `runs` are not
+    those the forecast was made from (a stale forecast)."""
+    fit_runs = runs.only(forecast["inputs"]["runs"])
+    if fit_runs.fingerprint() != forecast["inputs"]["fingerprint"]:
+        raise ValueError("the forecast is stale: its fit runs' final losses differ from this CSV's (another "
+                         "commit's runs?); make a new forecast before training the held-out runs")
+    budget, checked = forecast["budget"], []
+    c = 6 * runs.n * runs.d
+    for entry in forecast["runs"]:
+        at = np.flatnonzero((np.abs(c / budget - 1) < 0.02) & (np.abs(runs.n / entry["N"] - 1) < 1e-3))
+        if not len(at):
+            continue
+        observed = float(runs.loss[at].mean())
+        error = observed / entry["loss"] - 1
+        low, high = entry.get("interval") or (math.nan, math.nan)
+        checked.append({**entry, "observed": observed, "runs": [runs.names[i] for i in at], "error": error,
+                        "inside": bool(low <= observed <= high), "within_tolerance": abs(error) <= tolerance})
+    if not checked:
+        return None
+    best = min(checked, key=lambda e: e["observed"])
+    interval = forecast.get("N_opt_interval")
+    return {"budget": budget, "runs": checked, "observed_best_N": best["N"], "predicted_N_opt": forecast["N_opt"],
+            "N_opt_interval": interval,
+            "best_inside": bool(interval and interval[0] <= best["N"] <= interval[1]), "tolerance": tolerance}
+
+
+def format_check(check: dict) -> str:
+    """check_forecast as text, one line per held-out run."""
+    lines = [f"forecast at C={check['budget']:.3g} FLOPs: predicted against observed final loss"]
+    for e in check["runs"]:
+        low, high = e.get("interval") or (math.nan, math.nan)
+        lines.append(f"  N={e['N']:.4g} D={e['D']:.4g}: predicted {e['loss']:.4f} [{low:.4f}, {high:.4f}], observed "
+                     f"{e['observed']:.4f} ({e['error']:+.2%}; {'inside' if e['inside'] else 'OUTSIDE'} the interval, "
+                     f"{'within' if e['within_tolerance'] else 'beyond'} {check['tolerance']:.0%})")
+    interval = check["N_opt_interval"]
+    ci = f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+    lines.append(f"  best observed size N={check['observed_best_N']:.4g}; predicted N_opt {check['predicted_N_opt']:.4g}"
+                 f"{ci}: {'inside' if check['best_inside'] else 'OUTSIDE'}")
+    return "\n".join(lines)
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 # ------------------------------------------------------------------------------------------------------ CSV
 def read_csv(path: str) -> list[dict[str, str]]:
     """The rows of a CSV file (local or gs://), as dicts of strings."""
@@ -368,6 +752,12 @@ def final_points(rows: list[dict[str, str]], loss: str = "loss", params: str = "
                  tokens: str = "tokens") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(N, D, L, notes) for the fit from CSV rows: every row is a run, or, for experiments.collect's table (a
     `run` column), each finished annealed run's last row with a value of `loss`; notes say what was dropped."""
+    n, d, y, notes, _ = _final(rows, loss, params, tokens)
+    return n, d, y, notes
+
+
+def _final(rows, loss, params, tokens):
+    """(N, D, L, notes, names) of final_points."""
     if not rows:
         raise ValueError("the CSV has no rows")
     missing = [column for column in (params, tokens, loss) if column not in rows[0]]
@@ -388,7 +778,8 @@ def final_points(rows: list[dict[str, str]], loss: str = "loss", params: str = "
             last = {run: row for run, row in last.items() if run not in dropped}
         rows = list(last.values())
     values = np.array([[_num(row, column, i) for column in (params, tokens, loss)] for i, row in enumerate(rows)])
-    return values[:, 0], values[:, 1], values[:, 2], notes
+    names = [row.get("run") or f"row {i + 1}" for i, row in enumerate(rows)]
+    return values[:, 0], values[:, 1], values[:, 2], notes, names
 
 
 def _num(row: dict[str, str], column: str, index: int | None = None) -> float:
@@ -419,25 +810,137 @@ def format_fit(result: Fit, column: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.scaling", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    fit_parser = commands.add_parser("fit", help="approach 3 on a CSV of runs (columns params, tokens, loss)")
-    fit_parser.add_argument("--csv", required=True, help="one row per run, or experiments.collect's table")
-    fit_parser.add_argument("--loss", default="loss", help="the loss column, e.g. eval/commoncrawl/loss")
-    fit_parser.add_argument("--params", default="params", help="the size column, e.g. non_embedding_params")
+
+    def table_parser(name: str, help_: str, loss: str = "loss", params: str = "params"):
+        sub = commands.add_parser(name, help=help_)
+        sub.add_argument("--csv", required=True, help="one row per run, or experiments.collect's table")
+        sub.add_argument("--loss", default=loss, help="the loss column, e.g. eval/mixture/loss")
+        sub.add_argument("--params", default=params, help="the size column, e.g. non_embedding_params")
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        return sub
+
+    fit_parser = table_parser("fit", "approach 3 on a CSV of runs (columns params, tokens, loss)")
     fit_parser.add_argument("--bootstrap", type=int, default=200, help="resamples for the intervals (0: none)")
     fit_parser.add_argument("--grid", choices=sorted(GRIDS), default="hoffmann",
                             help="starting points: Hoffmann et al.'s 4500, or a coarse 243")
-    fit_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    fit_parser.add_argument("--varpro", action="store_true", help="also fit by variable projection and compare")
+    iso = table_parser("isoflop", "approach 2: IsoFLOP profiles, N_opt(C) and D_opt(C) (columns params, tokens, "
+                       "loss, optionally flops)")
+    iso.add_argument("--bootstrap", type=int, default=200, help="draws for the intervals (0: none)")
+    iso.add_argument("--noise", type=float, help="seed noise in nats for the intervals (default: residuals)")
+    iso.add_argument("--window", type=int, default=5, help="sizes around each budget's minimum the parabola uses")
+    iso.add_argument("--sweep-file", "--sweep_file", help="use only the runs the sweep file's fit_runs() names")
+    fc = table_parser("forecast", "fit the runs and write the prediction for a larger budget (before it trains)",
+                      loss="eval/mixture/loss", params="non_embedding_params")
+    fc.add_argument("--budget", type=float, required=True, help="the held-out budget C = 6ND, FLOPs")
+    fc.add_argument("--sizes", default="", help="comma-separated N of the held-out runs")
+    fc.add_argument("--bootstrap", type=int, default=400, help="resamples of (size, seed) groups")
+    fc.add_argument("--noise", type=float, help="seed noise in nats (default: measured from the runs' seeds)")
+    fc.add_argument("--sweep-file", "--sweep_file", help="use only the runs the sweep file's fit_runs() names")
+    fc.add_argument("--out", default=FORECAST, help="where the forecast is written")
+    fc.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    ck = table_parser("check-forecast", "the forecast's predictions against the held-out runs' losses",
+                      loss="eval/mixture/loss", params="non_embedding_params")
+    ck.add_argument("--forecast", default=FORECAST, help="the forecast written before the held-out runs trained")
     args = cli.parse_args(parser, sys.argv[1:])
-    if args.bootstrap < 0:
+    if getattr(args, "bootstrap", 0) < 0:
         raise cli.UsageError(f"--bootstrap={args.bootstrap} must be >= 0")
-    n, d, loss, notes = final_points(read_csv(args.csv), loss=args.loss, params=args.params)
-    result = fit(n, d, loss, bootstrap=args.bootstrap, grid=GRIDS[args.grid])
-    if args.json:
-        print(json.dumps({**result.to_dict(), "notes": notes}))
+    rows = read_csv(args.csv)
+    runs, notes = final_runs(rows, loss=args.loss, params=args.params)
+    check_points(runs.n, runs.d, runs.loss, parameters=1)
+    if getattr(args, "sweep_file", None):
+        from experiments import sweep
+
+        runs = runs.only(sweep.load(args.sweep_file).fit_runs())
+    out = sys.stdout if not args.json else None
+    if args.command == "fit":
+        result = fit(runs.n, runs.d, runs.loss, bootstrap=args.bootstrap, grid=GRIDS[args.grid])
+        payload = {**result.to_dict(), "notes": notes}
+        text = format_fit(result, f"{args.params}, tokens, {args.loss}")
+        if args.varpro:
+            vp = varpro_fit(runs.n, runs.d, runs.loss, runs.groups, args.bootstrap)
+            payload["varpro"] = {**vp["law"].to_dict(), "a": vp["law"].a, "intervals": vp.get("intervals")}
+            text += "\n" + format_agreement(result, vp)
+    elif args.command == "isoflop":
+        flops = None
+        if "flops" in rows[0] and "run" not in rows[0]:
+            flops = np.array([_num(row, "flops", i) for i, row in enumerate(rows)])
+        elif "run" in rows[0]:
+            flops = 6 * runs.n * runs.d  # a grid's runs: their nominal budget, 6ND to two digits
+        payload = isoflop(runs.n, runs.d, runs.loss, flops=flops, window=args.window, noise=args.noise,
+                          bootstrap=args.bootstrap)
+        if not payload["profiles"]:
+            raise ValueError("no budget of the CSV has runs at 3 or more sizes: an IsoFLOP profile needs at least "
+                             "3 sizes at one budget")
+        payload["notes"] = notes
+        text = format_isoflop(payload)
+    elif args.command == "forecast":
+        from etils import epath
+
+        target = epath.Path(args.out)
+        if target.exists() and not args.overwrite:
+            raise FileExistsError(f"{args.out} exists (a forecast is written once, before its runs train); "
+                                  "pass --overwrite to replace it, or choose another --out")
+        sizes = [float(s) for s in args.sizes.split(",") if s.strip()] if args.sizes else []
+        if any(s <= 0 for s in sizes):
+            raise cli.UsageError(f"--sizes={args.sizes} must be positive parameter counts")
+        payload = make_forecast(runs, args.budget, sizes, args.bootstrap, noise=args.noise, commit=git_commit())
+        payload["inputs"]["csv"] = args.csv
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(payload, indent=1))
+        text = format_forecast(payload) + f"\nwritten to {args.out}"
+    else:
+        from etils import epath
+
+        path = epath.Path(args.forecast)
+        if not path.exists():
+            raise FileNotFoundError(f"{args.forecast} does not exist: write the forecast (experiments.scaling "
+                                    "forecast) before training the held-out runs")
+        forecast = json.loads(path.read_text())
+        payload = check_forecast(forecast, runs)
+        if payload is None:
+            raise ValueError(f"no finished run at the forecast budget C={forecast['budget']:.3g} and its sizes "
+                             f"{[e['N'] for e in forecast['runs']]} in {args.csv}; train the held-out runs first")
+        text = format_check(payload)
+    if out is None:
+        print(json.dumps(payload, default=_jsonable))
         return
     for note in notes:
         print(note)
-    print(format_fit(result, f"{args.params}, tokens, {args.loss}"))
+    print(text)
+
+
+def _jsonable(value):
+    """JSON for numpy values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return float(value)
+
+
+def format_forecast(forecast: dict) -> str:
+    """The forecast as text: N_opt with interval, then each held-out run's predicted loss and interval."""
+    interval = forecast.get("N_opt_interval")
+    ci = f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+    noise = forecast["seed_noise"]
+    lines = [f"forecast at C={forecast['budget']:.3g} FLOPs ({CONVENTION}) from {len(forecast['inputs']['runs'])} "
+             f"runs up to C={forecast['inputs']['largest_fit_budget']:.3g}: N_opt {forecast['N_opt']:.4g}{ci}, "
+             f"seed noise {'not measured' if noise is None else f'{noise:.4f} nats'}"]
+    for e in forecast["runs"]:
+        low, high = e.get("interval") or (math.nan, math.nan)
+        lines.append(f"  N={e['N']:.4g} D={e['D']:.4g}: loss {e['loss']:.4f}, 95% prediction interval "
+                     f"[{low:.4f}, {high:.4f}]")
+    return "\n".join(lines)
+
+
+def format_agreement(huber: Fit, vp: dict) -> str:
+    """Approach 3 two ways (Huber/L-BFGS on log loss, variable projection on loss), side by side."""
+    lines = ["approach 3 two ways: Huber/L-BFGS (log loss) | variable projection (NNLS, loss)"]
+    for name in ("E", "alpha", "beta", "a"):
+        value = getattr(vp["law"], name)
+        interval = (vp.get("intervals") or {}).get(name)
+        ci = f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+        lines.append(f"  {name:6s} {getattr(huber.law, name):.4g} | {value:.4g}{ci}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

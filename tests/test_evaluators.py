@@ -152,3 +152,12 @@ def test_benchmark_offline_says_how_to_supply_the_file(tmp_path):
     assert line.startswith(f"error: no task file {tmp_path}/boolq.jsonl and the Hugging Face Hub could not be read "
                            "for aps/super_glue/boolq (validation); on a machine that reaches it run "
                            f"`python -m llama_jax.evaluators.hub --tasks=boolq --out={tmp_path}`")
+
+
+def test_heldout_standard_error_and_perplexity_by_hand():
+    from llama_jax.evaluators import heldout
+
+    assert heldout.standard_error([1.0, 3.0]) == pytest.approx(1.0)  # sd sqrt(2), over sqrt(2) batches
+    assert heldout.standard_error([2.0]) == 0.0
+    out = heldout.with_perplexity({"eval/books/loss": 2.0, "eval/books/loss_se": 0.1})
+    assert out == {"eval/books/loss": 2.0, "eval/books/loss_se": 0.1, "eval/books/perplexity": pytest.approx(7.389, abs=1e-3)}

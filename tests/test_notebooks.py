@@ -58,15 +58,36 @@ def _execute(name: str, env: dict[str, str]) -> None:
                 os.environ[key] = value
 
 
+def isoflop_study(directory, rng) -> None:
+    """An IsoFLOP study of LAW in `directory`: cpu_isoflop.csv (3 budgets of 5 sizes around each N_opt, 0.3%
+    noise, then the held-out runs at 10x) and the forecast.json made from its fit runs before them."""
+    rows, budgets = [], (1e12, 4e12, 1.6e13)
+    for budget in budgets:
+        for n in float(LAW.compute_optimal(budget)[0]) * np.geomspace(0.25, 4, 5):
+            tokens = budget / (6 * n)
+            loss = float(LAW.loss(n, tokens) * np.exp(rng.normal(0, 0.003)))
+            rows.append(_row(f"n{n:.0f}_{tokens:.0f}", n, tokens, loss, annealed=True))
+    runs, _ = scaling.final_runs(scaling.read_csv_text(collect.to_csv(rows)), loss="eval/mixture/loss",
+                                 params="non_embedding_params")
+    budget = 10 * budgets[-1]
+    sizes = [float(LAW.compute_optimal(budget)[0]) * f for f in (0.5, 1, 2)]
+    forecast = scaling.make_forecast(runs, budget, sizes, bootstrap=8)
+    (directory / "forecast.json").write_text(json.dumps(forecast))
+    rows += [_row(f"held_{n:.0f}", n, budget / (6 * n), float(LAW.loss(n, budget / (6 * n))), annealed=True)
+             for n in sizes]
+    (directory / "cpu_isoflop.csv").write_text(collect.to_csv(rows))
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_scaling_curves_notebook_draws_every_figure_and_recovers_the_law(tmp_path):
     rng = np.random.default_rng(0)
     rows = sweep_rows(np.geomspace(5e4, 6e5, 4), np.geomspace(5e5, 2e7, 5), 4096, rng)
     (tmp_path / "cpu_sweep.csv").write_text(collect.to_csv(rows))
+    isoflop_study(tmp_path, rng)
     _execute("scaling_curves.ipynb", {"SCALING_RESULTS_DIR": str(tmp_path), "SCALING_BOOTSTRAP": "4",
                                             "SCALING_GRID": "coarse"})
     for png in ("figure1_train_loss.png", "figure1_heldout_loss.png", "surface.png", "llama_argument.png",
-                "llama_argument_paper.png", "per_source.png"):
+                "llama_argument_paper.png", "per_source.png", "isoflop_profiles.png", "n_opt.png", "forecast.png"):
         assert (tmp_path / png).stat().st_size > 10_000, png
     fits = json.loads((tmp_path / "fits.json").read_text())
     assert fits["fit"]["alpha"] == pytest.approx(LAW.alpha, abs=0.05)
@@ -74,6 +95,10 @@ def test_scaling_curves_notebook_draws_every_figure_and_recovers_the_law(tmp_pat
     assert set(fits["fit"]["intervals"]) >= {"E", "A", "B", "alpha", "beta"}
     assert set(fits["per_source"]) == set(SOURCES)
     assert len(fits["llama_argument"]) == 3 and len(fits["llama_argument_paper"]) == 3
+    study = fits["isoflop_study"]
+    assert [p["status"] for p in study["profiles"]] == ["ok"] * 3
+    assert study["approach_2"]["a"] == pytest.approx(LAW.a, abs=0.05)
+    assert len(study["check"]["runs"]) == 3 and all(abs(e["error"]) < 0.02 for e in study["check"]["runs"])
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

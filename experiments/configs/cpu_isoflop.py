@@ -1,0 +1,228 @@
+"""The CPU scaling study as an IsoFLOP grid with a pre-registered forecast (`make scaling`): four fit budgets of
+5-6 LLaMA shapes each, N = 3.4k to 151k non-embedding parameters (45x), every size at its own learning rate
+from a 3-rate sweep, a second seed at every size of one budget, and three held-out runs at 10x the largest fit
+budget that the fit predicts before they train.
+
+    python -m experiments.sweep --config=experiments/configs/cpu_isoflop.py --dry-run
+    python -m llama_jax.train --config=experiments/configs/cpu_isoflop.py:size=d32l2,tokens=3.1e5 --workdir=...
+
+Design (each choice is measured or cited):
+- Counting: N is non-embedding parameters and C = 6 N D (scaling.CONVENTION), in the design, the fits and the
+  forecast. A budget's run of size N trains D = C / (6N) tokens (rounded to whole 32 x 128 steps).
+- Budgets and sizes: centred on the committed fit of the first study (experiments/results/fits.json, approach 3
+  on non_embedding_params and eval/mixture/loss: N_opt = 0.110 (C/6)^0.49, i.e. 8.1k, 14k, 22k and 35k
+  parameters at C = 5e10, 1.5e11, 4e11, 1e12). Each budget's sizes bracket that optimum by at least 2x on each
+  side (tests/test_scaling.py checks it against fits.json), so that its minimum is measured, not extrapolated;
+  that fit's a is uncertain ([0.25, 0.87]), which is why the brackets are wide. Going below d32l2 is cheap:
+  d16l1 is a 1-layer, 16-wide LLaMA.
+- Held out: C = 1e13, 10x the largest fit budget, at the predicted N_opt (d64l2, 101k) and one size each side
+  (d48l2, d64l3); `experiments.scaling forecast` writes experiments/results/forecast.json before they train.
+- Learning rate per size, from data: peak rates 2e-3 x sqrt(256 / dim) x {0.5, 1, 2} (the first study's rule and
+  a factor 2 each way; Porian et al. 2024: untuned rates move the N_opt exponent) at the size's smallest fit
+  budget; chosen_lr() reads the lowest final eval/mixture/loss of the three from the collected results
+  (experiments/results/cpu_isoflop.csv). Until that CSV holds a size's three rate runs, its grid runs are listed
+  at the middle rate (so that the dry run shows the whole study); `make scaling` trains and collects the rate
+  sweep first, so no grid run trains before its rate is chosen, and fit_runs() refuses to name runs then.
+- Schedule: warmup-stable-decay as in cpu_sweep.py (Hägele et al. 2024): the rate sweep's runs train from
+  scratch; then one stable phase per size at its chosen rate, each of its other budgets a cooldown branch of
+  the last 20% with a (1 - sqrt) decay to 0; batch 32 x 128, AdamW beta2 0.99,
+  warmup of N tokens, weight decay 0.1, clipping 1.0 (the cpu_sweep docstring gives the reasons).
+- Noise: seed noise from a second seed at every size of the 5e10 budget (5 sizes); held-out loss of every
+  source on 16 batches of 32 x 128 tokens (65k tokens per source, 4x the first study), logged with its
+  standard error over the batches (eval/<source>/loss_se, eval/mixture/loss_se) so that eval noise is
+  measured against seed noise, every 500 steps and at the end.
+- Cost: estimated_seconds() from the measured speeds of the first study (2-core idle box, 2026-11-27: d32l2
+  23k tokens/s, d48l2 16.6k, d64l3 11.6k, d80l4 6.8k) and conservative guesses for the sizes it did not run
+  (TOKENS_PER_S; smaller sizes barely faster, as per-step overheads dominate there), times 1.15 for
+  evaluations, compiles and process starts: about 2.5 hours, an estimate to be measured on the idle box.
+"""
+
+import csv
+import math
+import os
+
+from data_pipeline import sources
+from experiments import spec, tokenizer
+from experiments.configs.common import base_config
+
+# dim, layers (dim // 16 heads, SwiGLU hidden a multiple of 16).
+SIZES = {"d16l1": (16, 1), "d16l2": (16, 2), "d20l2": (20, 2), "d24l2": (24, 2), "d32l2": (32, 2),
+         "d40l2": (40, 2), "d48l2": (48, 2), "d64l2": (64, 2), "d64l3": (64, 3)}
+NON_EMBEDDING = {"d16l1": 3_376, "d16l2": 6_736, "d20l2": 10_980, "d24l2": 13_944, "d32l2": 26_784,
+                 "d40l2": 39_880, "d48l2": 55_536, "d64l2": 100_672, "d64l3": 150_976}  # asserted in the tests
+# Fit budgets (C = 6ND FLOPs) and their sizes, centred on fits.json's N_opt (module docstring).
+FIT_BUDGETS = {5e10: ("d16l1", "d16l2", "d20l2", "d24l2", "d32l2"),
+               1.5e11: ("d16l2", "d20l2", "d24l2", "d32l2", "d40l2"),
+               4e11: ("d20l2", "d24l2", "d32l2", "d40l2", "d48l2"),
+               1e12: ("d24l2", "d32l2", "d40l2", "d48l2", "d64l2", "d64l3")}
+HELDOUT_BUDGET = 1e13
+HELDOUT_SIZES = ("d48l2", "d64l2", "d64l3")  # the predicted N_opt (101k) and one size each side
+SEED_BUDGET = 5e10  # every size of this budget also trains with seed 1
+LR_FACTORS = (0.5, 1.0, 2.0)  # times the rule 2e-3 x sqrt(256 / dim)
+# Training tokens per second on the idle 2-core box: measured (d32l2, d48l2, d64l3) or a conservative guess.
+TOKENS_PER_S = {"d16l1": 30e3, "d16l2": 28e3, "d20l2": 27e3, "d24l2": 25e3, "d32l2": 23e3, "d40l2": 19.5e3,
+                "d48l2": 16.6e3, "d64l2": 13e3, "d64l3": 11.6e3}
+OVERHEAD = 1.15  # evaluations, compiles and process starts, on top of training
+BATCH, SEQ_LEN, VOCAB = 32, 128, 2048
+COOLDOWN = 0.2
+TOKENIZER = os.path.join(os.path.dirname(sources.DEFAULT_CORPUS), "study", f"tokenizer_{VOCAB}.model")
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "cpu_isoflop.csv")
+LOSS = "eval/mixture/loss"
+
+
+def tokens(budget: float, size: str) -> float:
+    """D = C / (6N) for the size at the budget, to three significant digits."""
+    return float(f"{budget / (6 * NON_EMBEDDING[size]):.3g}")
+
+
+def lr_candidates(size: str) -> tuple[float, ...]:
+    """The size's three peak learning rates."""
+    return tuple(round(f * 2e-3 * math.sqrt(256 / SIZES[size][0]), 6) for f in LR_FACTORS)
+
+
+def lr_budget(size: str) -> float:
+    """The budget the size's learning rates are compared at: its smallest fit budget."""
+    return min(budget for budget, sizes in FIT_BUDGETS.items() if size in sizes)
+
+
+def chosen_lr(size: str, results: str | None = None) -> float | None:
+    """The rate of the size's rate-sweep run with the lowest final held-out loss in the collected `results`
+    (default RESULTS), or None until all three have finished there."""
+    results = results or RESULTS
+    if not os.path.exists(results):
+        return None
+    with open(results) as file:
+        rows = list(csv.DictReader(file))
+    final: dict[float, tuple[int, float]] = {}
+    names = {spec.parse(f"size={size},tokens={tokens(lr_budget(size), size):g},lr={lr}", knobs=None).name: lr
+             for lr in lr_candidates(size)}
+    for row in rows:
+        if row["run"] in names and row.get(LOSS) and row.get("finished") == "True":
+            lr, step = names[row["run"]], int(row["step"])
+            if lr not in final or step >= final[lr][0]:
+                final[lr] = (step, float(row[LOSS]))
+    if len(final) < len(names):
+        return None
+    return min(final, key=lambda lr: final[lr][1])
+
+
+def get_config(arg: str = "size=d32l2,tokens=3.11e5"):
+    s = spec.parse(arg, sizes=SIZES, knobs=("seed", "lr"), flags=("stable", "heldout"))
+    dim, layers = SIZES[s.size]
+    c = base_config("tiny")
+    c.model.dim, c.model.n_layers, c.model.n_heads = dim, layers, dim // 16
+    c.model.multiple_of, c.model.vocab_size, c.model.max_seq_len = 16, VOCAB, SEQ_LEN
+    c.data.tokenizer = TOKENIZER
+    c.train.seq_len, c.train.global_batch_size = SEQ_LEN, BATCH
+    c.train.steps = spec.steps_for(s.tokens, BATCH, SEQ_LEN)
+    c.train.log_every, c.train.eval_every, c.train.eval_batches = 25, 500, 16
+    c.seed = int(s.knob("seed", 0))
+    lr = s.knob("lr", 0) or chosen_lr(s.size)
+    if not lr:
+        raise ValueError(f"spec {arg!r}: no lr= and no learning-rate sweep result for {s.size} in {RESULTS}; "
+                         "give lr= or train and collect the rate sweep first (make scaling)")
+    c.optimizer.peak_lr = lr
+    c.optimizer.b2 = 0.99
+    c.optimizer.warmup_steps = max(10, round(NON_EMBEDDING[s.size] / (BATCH * SEQ_LEN)))
+    c.optimizer.schedule = "wsd"
+    c.optimizer.final_lr_fraction = 0.0
+    c.optimizer.cooldown_fraction = 0.0 if "stable" in s.flags else COOLDOWN
+    if "stable" in s.flags:  # the stable phase keeps the checkpoints its budgets' cooldowns branch from
+        c.checkpoint.keep_steps = tuple(step for step in cooldown_starts(s.size) if step <= c.train.steps)
+    c.checkpoint.every_steps, c.checkpoint.keep = 500, 1
+    c.lock()
+    return c
+
+
+def branched_budgets(size: str) -> list[float]:
+    """The size's fit budgets that branch from its stable phase: all but its rate-sweep budget, whose run at the
+    chosen rate is the rate sweep's own (trained from scratch, before any stable phase exists)."""
+    return [b for b, sizes in FIT_BUDGETS.items() if size in sizes and b != lr_budget(size)]
+
+
+def cooldown_starts(size: str) -> list[int]:
+    """Steps where the size's branched budgets leave the stable phase: where their branches start."""
+    starts = []
+    for budget in branched_budgets(size):
+        steps = spec.steps_for(tokens(budget, size), BATCH, SEQ_LEN)
+        starts.append(steps - round(COOLDOWN * steps))
+    return starts
+
+
+def rate(size: str) -> float:
+    """The size's chosen rate, or the middle candidate until the rate sweep's results are collected."""
+    return chosen_lr(size) or lr_candidates(size)[1]
+
+
+def _specs() -> dict[str, list[str]]:
+    """The study's run specs by stage: the rate sweep, the fit grid (stable phases, branches, second seeds),
+    the held-out runs."""
+    stages: dict[str, list[str]] = {"lr": [], "grid": [], "heldout": []}
+    for size in SIZES:
+        stages["lr"] += [f"size={size},tokens={tokens(lr_budget(size), size):g},lr={lr}" for lr in lr_candidates(size)]
+    for size in SIZES:
+        stages["grid"].append(f"size={size},tokens={tokens(lr_budget(size), size):g},lr={rate(size)}")
+        if branched_budgets(size):
+            trunk = max(cooldown_starts(size)) * BATCH * SEQ_LEN
+            stages["grid"].append(f"size={size},tokens={trunk},lr={rate(size)},stable")
+            stages["grid"] += [f"size={size},tokens={tokens(b, size):g},lr={rate(size)}" for b in branched_budgets(size)]
+    stages["grid"] += [f"size={size},tokens={tokens(SEED_BUDGET, size):g},lr={rate(size)},seed=1"
+                       for size in FIT_BUDGETS[SEED_BUDGET]]
+    stages["heldout"] = [f"size={size},tokens={tokens(HELDOUT_BUDGET, size):g},lr={rate(size)},heldout"
+                         for size in HELDOUT_SIZES]
+    return stages
+
+
+def sweep() -> list[str]:
+    """The rate sweep, then the fit grid, then the held-out runs; a grid run that is also a rate-sweep run (the
+    chosen rate at the size's sweep budget) is listed once."""
+    runs: list[str] = []
+    for stage in _specs().values():
+        runs += [arg for arg in stage if arg not in runs]
+    return runs
+
+
+def only(stage: str) -> str:
+    """A regular expression for `experiments.sweep --only` that names exactly the runs of `stage` (lr, grid or
+    heldout), the stages `make scaling` trains one after another."""
+    names = [spec.parse(arg, knobs=None, flags=None).name for arg in _specs()[stage]]
+    return "^(" + "|".join(name.replace(".", r"\.") for name in names) + ")$"
+
+
+def forecast_args() -> str:
+    """The flags of `experiments.scaling forecast` for the held-out runs: --budget=C --sizes=N,..."""
+    return f"--budget={HELDOUT_BUDGET:g} --sizes={','.join(str(NON_EMBEDDING[s]) for s in HELDOUT_SIZES)}"
+
+
+def fit_runs() -> list[str]:
+    """Names of the runs the fits and the forecast use: the grid's annealed runs at the chosen rates."""
+    missing = [size for size in SIZES if chosen_lr(size) is None]
+    if missing:
+        raise ValueError(f"no learning rate chosen yet for {missing}: {RESULTS} lacks their finished rate-sweep "
+                         "runs; train and collect them first (make scaling)")
+    return [spec.parse(arg, knobs=None, flags=None).name for arg in _specs()["grid"] if not arg.endswith(",stable")]
+
+
+def estimated_seconds() -> dict[str, float]:
+    """Estimated idle-box wall time of each stage (seconds): tokens each run trains itself (a branch only its
+    cooldown) over TOKENS_PER_S, times OVERHEAD."""
+    totals = {}
+    for stage, args in _specs().items():
+        seconds = 0.0
+        for arg in args:
+            s = spec.parse(arg, knobs=None, flags=None)
+            trained = spec.steps_for(s.tokens, BATCH, SEQ_LEN) * BATCH * SEQ_LEN
+            is_branch = stage == "grid" and "stable" not in s.flags and s.knob("seed", 0) == 0
+            if stage == "grid" and arg in _specs()["lr"]:
+                trained = 0  # trained once, in the rate sweep
+            seconds += (COOLDOWN if is_branch else 1.0) * trained / TOKENS_PER_S[s.size]
+        totals[stage] = OVERHEAD * seconds
+    return totals
+
+
+def data_tokens(config) -> dict[str, float]:
+    """Training tokens of each source of the bundled corpus under the study's tokenizer ({} before it is built)."""
+    corpus = sources.corpus_dir(config.data)
+    if not (os.path.exists(config.data.tokenizer) and os.path.exists(os.path.join(corpus, "manifest.json"))):
+        return {}
+    return tokenizer.corpus_tokens(corpus, config.data.tokenizer)
