@@ -106,7 +106,10 @@ def chosen_lr(size: str, results: str | None = None) -> float | None:
     return min(final, key=lambda lr: final[lr][1])
 
 
-def get_config(arg: str = "size=d32l2,tokens=3.11e5"):
+def get_config(arg: str | None = None):
+    """The run `arg` names; by default the rate sweep's middle rate for d32l2, a run of the study whose rate
+    is given, not chosen, so the default works before any result is collected."""
+    arg = arg or f"size=d32l2,tokens={tokens(lr_budget('d32l2'), 'd32l2'):g},lr={lr_candidates('d32l2')[1]}"
     s = spec.parse(arg, sizes=SIZES, knobs=("seed", "lr"), flags=("stable", "heldout"))
     dim, layers = SIZES[s.size]
     c = base_config("tiny")
