@@ -280,17 +280,29 @@ def test_the_committed_fit_refits_from_the_committed_csv():
 
 
 # ---------------------------------------------------------------------------------- the study's design file
-def test_the_isoflop_design_brackets_the_committed_fits_optimum_and_holds_out_10x():
-    from experiments.configs import cpu_isoflop as study
+def _prior_law(name):
+    """The law each study's design is centred on: the first CPU study's committed fit, Chinchilla's own."""
+    if name == "cpu_isoflop":
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "results")
+        fitted = json.loads(open(os.path.join(root, "fits.json")).read())["fit"]
+        return scaling.Law(*(fitted[k] for k in scaling.NAMES)), 128
+    from experiments.configs import paper_isoflop
+
+    return scaling.Law(**paper_isoflop.CHINCHILLA), 2048
+
+
+@pytest.mark.parametrize("name", ["cpu_isoflop", "paper_isoflop"])
+def test_the_isoflop_design_brackets_its_prior_optimum_and_holds_out_10x(name):
+    import importlib
+
     from llama_jax import info
     from llama_jax.train_step import model_config
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "results")
-    fitted = json.loads(open(os.path.join(root, "fits.json")).read())["fit"]
-    law = scaling.Law(*(fitted[k] for k in scaling.NAMES))
+    study = importlib.import_module(f"experiments.configs.{name}")
+    law, seq_len = _prior_law(name)
     for size in study.SIZES:
-        config = study.get_config(f"size={size},tokens=1e5,lr=1e-3")
-        assert info.describe(model_config(config), 128)["non_embedding_params"] == study.NON_EMBEDDING[size]
+        config = study.get_config(f"size={size},tokens=1e10,lr=1e-3")
+        assert info.describe(model_config(config), seq_len)["non_embedding_params"] == study.NON_EMBEDDING[size]
     assert len(study.FIT_BUDGETS) >= 4
     for budget, sizes in study.FIT_BUDGETS.items():
         ns = sorted(study.NON_EMBEDDING[s] for s in sizes)
@@ -304,7 +316,56 @@ def test_the_isoflop_design_brackets_the_committed_fits_optimum_and_holds_out_10
     nearest = min(order, key=lambda s: abs(math.log(study.NON_EMBEDDING[s] / n_opt)))
     i = order.index(nearest)
     assert study.HELDOUT_SIZES == tuple(order[i - 1:i + 2])
-    assert sum(study.estimated_seconds().values()) <= 2.6 * 3600  # the issue's ~2.5 hours (an estimate)
+    assert len(set(study.sweep())) == len(study.sweep())  # every run listed once
+    if name == "cpu_isoflop":
+        assert sum(study.estimated_seconds().values()) <= 2.6 * 3600  # the issue's ~2.5 hours (an estimate)
+
+
+def test_the_paper_designs_centres_follow_chinchillas_law_worked_by_hand():
+    # Hoffmann et al. 2022, eq. 4: N_opt = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta));
+    # by hand with eq. 10's constants, G = (138.18 / 115.00)^(1/0.62) = 1.2016^1.6129 = 1.3448, so N_opt(1e21)
+    # = 1.3448 x (1.667e20)^0.4516 = 1.824e9, independent of Law.compute_optimal's own algebra.
+    from experiments.configs import paper_isoflop
+
+    law = scaling.Law(**paper_isoflop.CHINCHILLA)
+    g = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)
+    assert g == pytest.approx(1.3448, rel=1e-4)
+    assert float(law.compute_optimal(1e21)[0]) == pytest.approx(1.824e9, rel=1e-3)
+
+
+def test_a_design_runs_each_stage_in_its_protocol(tmp_path):
+    from experiments import isoflop
+
+    design = isoflop.Design(non_embedding={"s": 100, "m": 400, "l": 1600}, fit_budgets={1e6: ("s", "m"),
+                            1e7: ("s", "m")}, heldout_budget=1e8, heldout_sizes=("m", "l"), seed_budget=1e6,
+                            lr_candidates=lambda size: (1e-3, 2e-3, 4e-3), tokens_per_step=10, cooldown=0.2,
+                            results=str(tmp_path / "none.csv"))
+    stages = design.specs()
+    assert [a.split(",")[0] for a in stages["lr"]] == ["size=s"] * 3 + ["size=m"] * 3  # "l" trains held out only
+    assert "size=l,tokens=10400,lr=0.002,heldout" in stages["heldout"]  # its middle candidate
+    # s at 1e7: D = 1e7 / 600 = 16,700 tokens = 1,670 steps, its cooldown the last 334 of them
+    assert design.cooldown_starts("s") == [1670 - 334]
+    assert "size=s,tokens=13360,lr=0.002,stable" in stages["grid"]
+    assert design.run_tokens("grid", "size=s,tokens=16700,lr=0.002", stages["lr"]) == pytest.approx(0.2 * 16700)
+    with pytest.raises(ValueError, match="no learning rate chosen yet for \\['s', 'm'\\]"):
+        design.fit_runs()
+    with pytest.raises(ValueError, match="unknown stage 'cooldown'"):
+        design.only("cooldown")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"heldout_budget": 1e7}, "must lie above every fit budget"),
+    ({"seed_budget": 3e6}, "is not a fit budget"),
+    ({"heldout_sizes": ("xl",)}, "does not define: \\['xl'\\]"),
+])
+def test_a_design_that_cannot_forecast_is_refused(change, message):
+    from experiments import isoflop
+
+    fields = dict(non_embedding={"s": 100, "m": 400}, fit_budgets={1e6: ("s", "m"), 1e7: ("s", "m")},
+                  heldout_budget=1e8, heldout_sizes=("m",), seed_budget=1e6, lr_candidates=lambda size: (1e-3,),
+                  tokens_per_step=10, cooldown=0.2, results="none.csv")
+    with pytest.raises(ValueError, match=message):
+        isoflop.Design(**{**fields, **change})
 
 
 def test_the_learning_rate_is_read_from_the_rate_sweeps_results(tmp_path, monkeypatch):

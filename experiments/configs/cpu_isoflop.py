@@ -37,12 +37,11 @@ Design (each choice is measured or cited):
   evaluations, compiles and process starts: about 2.5 hours, an estimate to be measured on the idle box.
 """
 
-import csv
 import math
 import os
 
 from data_pipeline import sources
-from experiments import spec, tokenizer
+from experiments import isoflop, spec, tokenizer
 from experiments.configs.common import base_config
 
 # dim, layers (dim // 16 heads, SwiGLU hidden a multiple of 16).
@@ -70,9 +69,15 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LOSS = "eval/mixture/loss"
 
 
+def design() -> isoflop.Design:
+    """The study as an `experiments.isoflop.Design`, its rates read from RESULTS."""
+    return isoflop.Design(non_embedding=NON_EMBEDDING, fit_budgets=FIT_BUDGETS, heldout_budget=HELDOUT_BUDGET,
+                          heldout_sizes=HELDOUT_SIZES, seed_budget=SEED_BUDGET, lr_candidates=lr_candidates,
+                          tokens_per_step=BATCH * SEQ_LEN, cooldown=COOLDOWN, results=RESULTS, loss=LOSS)
+
+
 def tokens(budget: float, size: str) -> float:
-    """D = C / (6N) for the size at the budget, to three significant digits."""
-    return float(f"{budget / (6 * NON_EMBEDDING[size]):.3g}")
+    return design().tokens(budget, size)
 
 
 def lr_candidates(size: str) -> tuple[float, ...]:
@@ -81,29 +86,11 @@ def lr_candidates(size: str) -> tuple[float, ...]:
 
 
 def lr_budget(size: str) -> float:
-    """The budget the size's learning rates are compared at: its smallest fit budget."""
-    return min(budget for budget, sizes in FIT_BUDGETS.items() if size in sizes)
+    return design().lr_budget(size)
 
 
 def chosen_lr(size: str, results: str | None = None) -> float | None:
-    """The rate of the size's rate-sweep run with the lowest final held-out loss in the collected `results`
-    (default RESULTS), or None until all three have finished there."""
-    results = results or RESULTS
-    if not os.path.exists(results):
-        return None
-    with open(results) as file:
-        rows = list(csv.DictReader(file))
-    final: dict[float, tuple[int, float]] = {}
-    names = {spec.parse(f"size={size},tokens={tokens(lr_budget(size), size):g},lr={lr}", knobs=None).name: lr
-             for lr in lr_candidates(size)}
-    for row in rows:
-        if row["run"] in names and row.get(LOSS) and row.get("finished") == "True":
-            lr, step = names[row["run"]], int(row["step"])
-            if lr not in final or step >= final[lr][0]:
-                final[lr] = (step, float(row[LOSS]))
-    if len(final) < len(names):
-        return None
-    return min(final, key=lambda lr: final[lr][1])
+    return design().chosen_lr(size, results)
 
 
 def get_config(arg: str | None = None):
@@ -138,87 +125,45 @@ def get_config(arg: str | None = None):
 
 
 def branched_budgets(size: str) -> list[float]:
-    """The size's fit budgets that branch from its stable phase: all but its rate-sweep budget, whose run at the
-    chosen rate is the rate sweep's own (trained from scratch, before any stable phase exists)."""
-    return [b for b, sizes in FIT_BUDGETS.items() if size in sizes and b != lr_budget(size)]
+    return design().branched_budgets(size)
 
 
 def cooldown_starts(size: str) -> list[int]:
-    """Steps where the size's branched budgets leave the stable phase: where their branches start."""
-    starts = []
-    for budget in branched_budgets(size):
-        steps = spec.steps_for(tokens(budget, size), BATCH, SEQ_LEN)
-        starts.append(steps - round(COOLDOWN * steps))
-    return starts
+    return design().cooldown_starts(size)
 
 
 def rate(size: str) -> float:
-    """The size's chosen rate, or the middle candidate until the rate sweep's results are collected."""
-    return chosen_lr(size) or lr_candidates(size)[1]
-
-
-def _specs() -> dict[str, list[str]]:
-    """The study's run specs by stage: the rate sweep, the fit grid (stable phases, branches, second seeds),
-    the held-out runs."""
-    stages: dict[str, list[str]] = {"lr": [], "grid": [], "heldout": []}
-    for size in SIZES:
-        stages["lr"] += [f"size={size},tokens={tokens(lr_budget(size), size):g},lr={lr}" for lr in lr_candidates(size)]
-    for size in SIZES:
-        stages["grid"].append(f"size={size},tokens={tokens(lr_budget(size), size):g},lr={rate(size)}")
-        if branched_budgets(size):
-            trunk = max(cooldown_starts(size)) * BATCH * SEQ_LEN
-            stages["grid"].append(f"size={size},tokens={trunk},lr={rate(size)},stable")
-            stages["grid"] += [f"size={size},tokens={tokens(b, size):g},lr={rate(size)}" for b in branched_budgets(size)]
-    stages["grid"] += [f"size={size},tokens={tokens(SEED_BUDGET, size):g},lr={rate(size)},seed=1"
-                       for size in FIT_BUDGETS[SEED_BUDGET]]
-    stages["heldout"] = [f"size={size},tokens={tokens(HELDOUT_BUDGET, size):g},lr={rate(size)},heldout"
-                         for size in HELDOUT_SIZES]
-    return stages
+    return design().rate(size)
 
 
 def sweep() -> list[str]:
-    """The rate sweep, then the fit grid, then the held-out runs; a grid run that is also a rate-sweep run (the
-    chosen rate at the size's sweep budget) is listed once."""
-    runs: list[str] = []
-    for stage in _specs().values():
-        runs += [arg for arg in stage if arg not in runs]
-    return runs
+    return design().sweep()
 
 
 def only(stage: str) -> str:
-    """A regular expression for `experiments.sweep --only` that names exactly the runs of `stage` (lr, grid or
-    heldout), the stages `make scaling` trains one after another."""
-    names = [spec.parse(arg, knobs=None, flags=None).name for arg in _specs()[stage]]
-    return "^(" + "|".join(name.replace(".", r"\.") for name in names) + ")$"
+    """A regular expression for `experiments.sweep --only` naming the runs of `stage` (lr, grid or heldout),
+    the stages `make scaling` trains one after another."""
+    return design().only(stage)
 
 
 def forecast_args() -> str:
-    """The flags of `experiments.scaling forecast` for the held-out runs: --budget=C --sizes=N,..."""
-    return f"--budget={HELDOUT_BUDGET:g} --sizes={','.join(str(NON_EMBEDDING[s]) for s in HELDOUT_SIZES)}"
+    return design().forecast_args()
 
 
 def fit_runs() -> list[str]:
-    """Names of the runs the fits and the forecast use: the grid's annealed runs at the chosen rates."""
-    missing = [size for size in SIZES if chosen_lr(size) is None]
-    if missing:
-        raise ValueError(f"no learning rate chosen yet for {missing}: {RESULTS} lacks their finished rate-sweep "
-                         "runs; train and collect them first (make scaling)")
-    return [spec.parse(arg, knobs=None, flags=None).name for arg in _specs()["grid"] if not arg.endswith(",stable")]
+    return design().fit_runs()
 
 
 def estimated_seconds() -> dict[str, float]:
-    """Estimated idle-box wall time of each stage (seconds): tokens each run trains itself (a branch only its
-    cooldown) over TOKENS_PER_S, times OVERHEAD."""
-    totals = {}
-    for stage, args in _specs().items():
+    """Estimated idle-box wall time of each stage (seconds): the tokens each run trains itself over its size's
+    TOKENS_PER_S, times OVERHEAD."""
+    d, totals = design(), {}
+    stages = d.specs()
+    for stage, args in stages.items():
         seconds = 0.0
         for arg in args:
             s = spec.parse(arg, knobs=None, flags=None)
-            trained = spec.steps_for(s.tokens, BATCH, SEQ_LEN) * BATCH * SEQ_LEN
-            is_branch = stage == "grid" and "stable" not in s.flags and s.knob("seed", 0) == 0
-            if stage == "grid" and arg in _specs()["lr"]:
-                trained = 0  # trained once, in the rate sweep
-            seconds += (COOLDOWN if is_branch else 1.0) * trained / TOKENS_PER_S[s.size]
+            seconds += d.run_tokens(stage, arg, stages["lr"]) / TOKENS_PER_S[s.size]
         totals[stage] = OVERHEAD * seconds
     return totals
 
