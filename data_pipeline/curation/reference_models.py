@@ -21,6 +21,7 @@ import time
 
 from data_pipeline import corpus
 from data_pipeline.curation import commoncrawl, io, ngram_lm
+from data_pipeline.curation.raw import commoncrawl as raw_commoncrawl
 from llama_jax import cli
 
 HELD_OUT_FRACTION = 0.1
@@ -56,7 +57,7 @@ def english_wikipedia(roots: dict[str, str]) -> list[corpus.Document]:
 
 def classifier_pages(roots: dict[str, str]) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
     """(id, text, label) examples, 1 = reference-like, 0 = raw web page, balanced; and the count per origin."""
-    negatives = [(commoncrawl.record_id(commoncrawl.url_of(doc_id)), text, 0)
+    negatives = [(raw_commoncrawl.record_id(raw_commoncrawl.url_of(doc_id)), text, 0)
                  for doc_id, text in corpus.commoncrawl(roots) if text.strip()]
     sources = {"wikipedia": english_wikipedia(roots),
                "books": [(f"{doc_id}#{i}", piece) for doc_id, text in

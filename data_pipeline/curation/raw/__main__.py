@@ -1,0 +1,24 @@
+"""`python -m data_pipeline.curation.raw`: writes the seven sources' raw material (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+
+from data_pipeline.curation import raw
+from data_pipeline.sources import SOURCE_NAMES
+from llama_jax import cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=raw.__doc__.split("\n")[0])
+    parser.add_argument("--out", default=raw.DEFAULT_DIR, help="where the raw material goes (one directory per source)")
+    parser.add_argument("--downloads", default=".cache/downloads", help="the packages `make corpus` fetched")
+    parser.add_argument("--sources", default=",".join(SOURCE_NAMES), help="comma-separated sources to write")
+    parser.add_argument("--force", action="store_true", help="rewrite sources whose directory exists")
+    args = parser.parse_args(argv)
+    for source, what in raw.build(args.out, args.downloads, tuple(args.sources.split(",")), args.force).items():
+        print(f"{source:14s} {what}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
