@@ -10,7 +10,7 @@ from llama_jax import cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=raw.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m data_pipeline.curation.raw", description=raw.__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=raw.DEFAULT_DIR, help="where the raw material goes (one directory per source)")
     parser.add_argument("--downloads", default=".cache/downloads", help="the packages `make corpus` fetched")
     parser.add_argument("--sources", default=",".join(SOURCE_NAMES), help="comma-separated sources to write")
