@@ -12,9 +12,10 @@ real pages against TFDS itself); the implementation is ours, as pure functions w
 
 Sentences are counted with nltk's Punkt, as TFDS does. TFDS downloads the trained English model (`punkt_tab`),
 which knows abbreviations: "Dr. Smith went home." is one sentence to it. That model cannot be had offline, so the
-default here is an untrained `PunktSentenceTokenizer()`, which ends a sentence after every period that ends a
-word, abbreviations included, and so mostly counts more sentences than C4 did: a page C4 dropped for too few
-sentences can survive here. `Config(punkt_language="english")` uses TFDS's model once
+default here is an untrained `PunktSentenceTokenizer()`: it ends a sentence after every period that ends a
+word, abbreviations included, but never after a one-letter word or a number, where a trained model ends one
+before a word it knows to start sentences; so its counts differ both ways, and so may the too-few-sentences
+verdicts. `Config(punkt_language="english")` uses TFDS's model once
 `python -m nltk.downloader punkt_tab` has run; `Config(punkt_model=PATH)` a model trained here (`train_punkt`,
 `save_punkt`). The README ("Curation") gives the effect on the bundled pages with a model trained offline.
 Language identification (TFDS: langdetect, p >= 0.99) is off by default: langdetect is not installed here, the
