@@ -5,7 +5,8 @@
     python -m data_pipeline.curate --bench [--bench_mb=8]      # CommonCrawl MB/s per core: Beam vs a plain loop
 
 Writes OUTPUT/{train,validation}-NNNNN-of-MMMMM.jsonl.gz (read as `data.sources.<name>='jsonl:OUTPUT/{split}-*.jsonl.gz'`)
-and OUTPUT/stats.json, and prints the per-stage table. OUTPUT must be new or empty. Every other `--flag` is a Beam
+OUTPUT/stats.json, OUTPUT/dropped.jsonl.gz (id, stage and reason of every dropped document) and OUTPUT/beam.log
+(Beam's own logging, its workers' included), and prints the per-stage table. OUTPUT must be new or empty. Every other `--flag` is a Beam
 pipeline option: `--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2` here,
 `--runner=DataflowRunner|FlinkRunner|SparkRunner ...` on a cluster (README, "Curation").
 """
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bench_mb", type=float, default=8.0, help="MB of raw WET text the benchmark curates")
     args, rest = parser.parse_known_args(argv)
     overrides, beam_args = split_args(rest)
+    from data_pipeline.curation import logs
+
+    logs.hold()  # before Beam's first import: its records go to OUTPUT/beam.log, not the console
     if args.bench:
         from data_pipeline.curation import bench
 
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     config = pipelines.make_config(pipelines.source_module(args.source), overrides)
     summary = pipelines.run(args.source, args.input, args.output, beam_args, config)
     print(stats.table(summary))
-    print(f"wrote {args.output} (stats.json beside the shards)")
+    print(f"wrote {args.output} (stats.json, Beam's log beam.log and, if any document was dropped, dropped.jsonl.gz "
+          "beside the shards)")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ import json
 import re
 import tarfile
 
+import curation_runs
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from data_pipeline.curation import arxiv, io, pipelines
+from data_pipeline.curation import arxiv, io
 
 # mathfixs/mafxsamp.tex (texlive-science-doc), abridged: its only headers are \paragraph.
 MAFXSAMP = r"""%% This is file `mafxsamp.tex',
@@ -225,17 +224,10 @@ def run(tmp_path_factory):
     (d / "empty.tex").write_bytes(b"")
     (d / "readme-only.tar").write_bytes(_tarball({"README": b"no tex here"}))
     (d / "corpus.jsonl").write_text(json.dumps({"id": "jsonl/ptptex", "text": PTPTEX}) + "\n")  # the corpus's format
-    out = d / "out"
-    p = BeamTestPipeline(options=pipelines.pipeline_options([]))
-    _ = arxiv.curate(arxiv.read(p, f"{d}/*.*")) | io.WriteJsonl(arxiv.NAME, str(out))
-    result = p.run()
-    result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in
-                result.metrics().query(MetricsFilter().with_namespace(f"curation/{arxiv.NAME}"))["counters"]}
-    docs = {}
-    for shard in out.glob("*.jsonl.gz"):
-        docs.update((doc["id"], doc) for doc in map(json.loads, gzip.open(shard, "rt")))
-    return docs, counters
+    out = str(d / "out")
+    counters = curation_runs.counters(
+        lambda p: arxiv.curate(arxiv.read(p, f"{d}/*.*")) | io.WriteJsonl(arxiv.NAME, out), arxiv.NAME)
+    return curation_runs.written_docs(out), counters
 
 
 def test_pipeline_cleans_each_paper(run):

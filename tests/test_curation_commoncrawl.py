@@ -17,6 +17,7 @@ import pytest
 from curation_pages import MOD_DIR_EN, MOD_ENV_EN, MOD_ENV_FR, SHLEX, WIKIPEDIA, build_reference_models
 
 from data_pipeline.curation import commoncrawl, dedup, langid, ngram_lm, perplexity, quality, reference_models
+from data_pipeline.curation.raw import commoncrawl as raw_commoncrawl
 from data_pipeline.curation.stages import Drop
 
 
@@ -77,7 +78,7 @@ def test_the_language_and_length_rules():
 
 # ---------------------------------------------------------------------------------------------- WET files
 def wet_bytes(pages: list[tuple[str, str]]) -> bytes:
-    """A gzipped WET file (warcinfo + one conversion record per page), as commoncrawl.write_raw writes it."""
+    """A gzipped WET file (warcinfo + one conversion record per page), as raw_commoncrawl.write_raw writes it."""
     from warcio.warcwriter import WARCWriter
 
     out = _io.BytesIO()
@@ -86,7 +87,7 @@ def wet_bytes(pages: list[tuple[str, str]]) -> bytes:
     for url, text in pages:
         writer.write_record(writer.create_warc_record(
             url, "conversion", payload=_io.BytesIO(text.encode("utf-8")),
-            warc_headers_dict={"WARC-Record-ID": commoncrawl.record_id(url), "Content-Type": "text/plain"}))
+            warc_headers_dict={"WARC-Record-ID": raw_commoncrawl.record_id(url), "Content-Type": "text/plain"}))
     return out.getvalue()
 
 
@@ -115,7 +116,7 @@ def test_wet_records_become_pages_and_broken_files_are_counted(monkeypatch):
     data = wet_bytes(pages)
     docs, counted = read_wet(data, monkeypatch)
     assert [(d["url"], d["text"]) for d in docs] == pages and not counted
-    assert docs[0]["id"] == commoncrawl.record_id(pages[0][0])
+    assert docs[0]["id"] == raw_commoncrawl.record_id(pages[0][0])
 
     docs, counted = read_wet(data[: len(data) - 500], monkeypatch)  # cut inside the last record
     assert [d["url"] for d in docs] == [u for u, _ in pages[:2]] and counted == {"read/dropped/truncated_record": 1}
@@ -140,13 +141,13 @@ def test_wet_records_become_pages_and_broken_files_are_counted(monkeypatch):
 
 
 def test_raw_pages_get_their_real_address_and_a_stable_record_id():
-    assert commoncrawl.url_of("apache2-doc/usr/share/doc/apache2-doc/manual/en/mod/mod_env.html") == \
+    assert raw_commoncrawl.url_of("apache2-doc/usr/share/doc/apache2-doc/manual/en/mod/mod_env.html") == \
         "https://httpd.apache.org/docs/2.4/en/mod/mod_env.html"
-    assert commoncrawl.url_of("python3.11-doc/usr/share/doc/python3.11/html/library/shlex.html") == \
+    assert raw_commoncrawl.url_of("python3.11-doc/usr/share/doc/python3.11/html/library/shlex.html") == \
         "https://docs.python.org/3.11/library/shlex.html"
-    assert commoncrawl.record_id("https://a/") == commoncrawl.record_id("https://a/") != commoncrawl.record_id("https://b/")
+    assert raw_commoncrawl.record_id("https://a/") == raw_commoncrawl.record_id("https://a/") != raw_commoncrawl.record_id("https://b/")
     with pytest.raises(ValueError, match="not under"):
-        commoncrawl.url_of("perl-doc/usr/share/perl/faq.pod")
+        raw_commoncrawl.url_of("perl-doc/usr/share/perl/faq.pod")
 
 
 # ---------------------------------------------------------------------------------------------- n-gram LM
@@ -277,8 +278,8 @@ def test_write_raw_gives_wet_files_of_the_manual_pages_with_their_addresses(tmp_
     (tmp_path / "python/usr/share/doc/python3.11/html/library").mkdir(parents=True)
     (tmp_path / "python/usr/share/doc/python3.11/html/library/shlex.html").write_text(
         "<html><body><h1>shlex — Simple lexical analysis</h1><p>The shlex class makes it easy.</p></body></html>")
-    paths = commoncrawl.write_raw(roots, str(tmp_path / "raw"))
-    assert len(paths) == commoncrawl.RAW_SHARDS
+    paths = raw_commoncrawl.write_raw(roots, str(tmp_path / "raw"))
+    assert len(paths) == raw_commoncrawl.RAW_SHARDS
     docs = []
     for path in paths:
         with open(path, "rb") as f:
@@ -288,7 +289,7 @@ def test_write_raw_gives_wet_files_of_the_manual_pages_with_their_addresses(tmp_
         ("https://httpd.apache.org/docs/2.4/en/mod/mod_env.html",
          "mod_env - Apache HTTP Server Version 2.4\n\nModules | Directives\n\n"
          "This module allows for control of internal environment variables.")]
-    assert all(d["id"] == commoncrawl.record_id(d["url"]) for d in docs)
-    assert raw.writer("commoncrawl") is commoncrawl.write_raw
+    assert all(d["id"] == raw_commoncrawl.record_id(d["url"]) for d in docs)
+    assert raw.writer("commoncrawl") is raw_commoncrawl.write_raw
     with pytest.raises(ValueError, match="not LLaMA sources"):
         raw.build(str(tmp_path / "r"), sources=("reddit",))

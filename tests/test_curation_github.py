@@ -7,14 +7,12 @@ import json
 import os
 import shutil
 import sysconfig
-from collections import Counter
 
-import apache_beam as beam
+import curation_runs
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing import test_pipeline
 
-from data_pipeline.curation import github, pipelines
+from data_pipeline.curation import github, io
+from data_pipeline.curation.raw import github as raw_github
 from data_pipeline.curation.stages import Drop
 
 DEFAULT = github.Config()
@@ -29,7 +27,7 @@ def installed(distribution: str, path: str) -> str:
 def licence_text(distribution: str) -> str:
     """A distribution's licence files as `distribution_files` puts them at its repository's root, in name order."""
     texts = []
-    for source, target in github.distribution_files(distribution):
+    for source, target in raw_github.distribution_files(distribution):
         if github.is_licence_file(target.split("/", 1)[1]):
             with open(source, encoding="utf-8") as f:
                 texts.append(f.read())
@@ -137,9 +135,9 @@ def run(tmp_path_factory):
     out."""
     d = tmp_path_factory.mktemp("github")
     trees = d / "trees"
-    files = [pair for name in ("six", "toml", "warcio", "typing_extensions") for pair in github.distribution_files(name)]
+    files = [pair for name in ("six", "toml", "warcio", "typing_extensions") for pair in raw_github.distribution_files(name)]
     warcio_utils = dict((t, s) for s, t in files)["warcio/warcio/utils.py"]
-    github.write_tree(files + [(warcio_utils, "orphan/utils.py")], str(trees))
+    raw_github.write_tree(files + [(warcio_utils, "orphan/utils.py")], str(trees))
     shutil.copyfile(trees / "six" / "six.py", trees / "toml" / "six_copy.py")  # an exact duplicate
     shutil.copyfile(importlib.metadata.distribution("certifi").locate_file("certifi/cacert.pem"),
                     trees / "toml" / "ca.crt")
@@ -153,19 +151,11 @@ def run(tmp_path_factory):
                {"id": "jsonl/gpl", "text": tz, "meta": {"path": "toml/tz.py", "licence": "gpl-3.0"}},
                {"id": "jsonl/unknown", "text": tz, "meta": {"path": "toml/tz.py"}}]
     (trees / "files.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))  # beside the trees
-    p = test_pipeline.TestPipeline(options=pipelines.pipeline_options([]))
-    docs = github.curate(github.read(p, f"{trees}/**", DEFAULT), DEFAULT)
-    _ = docs | beam.Map(lambda doc: doc["id"]) | beam.io.WriteToText(str(d / "ids"))
-    result = p.run()
-    result.wait_until_finish()
-    counters = Counter()  # a counter that several steps increment comes back once per step
-    for c in result.metrics().query(MetricsFilter().with_namespace("curation/github"))["counters"]:
-        counters[c.key.metric.name] += c.committed
-    ids = []
-    for name in sorted(os.listdir(d)):
-        if name.startswith("ids"):
-            ids += (d / name).read_text().split()
-    return counters, sorted(ids)
+    out = str(d / "out")
+    counters = curation_runs.counters(
+        lambda p: github.curate(github.read(p, f"{trees}/**", DEFAULT), DEFAULT) | io.WriteJsonl(github.NAME, out),
+        github.NAME)
+    return counters, sorted(curation_runs.written_docs(out))
 
 
 def test_the_pipeline_reads_trees_and_json_lines_and_skips_bad_files_by_reason(run):
@@ -195,8 +185,8 @@ def test_the_pipeline_applies_redpajamas_rules_in_order(run):
 
 
 def test_the_raw_trees_are_real_installed_files(tmp_path):
-    files = github.write_tree(github.distribution_files("six") + github.stdlib_files()[:3], str(tmp_path / "raw"))
+    files = raw_github.write_tree(raw_github.distribution_files("six") + raw_github.stdlib_files()[:3], str(tmp_path / "raw"))
     assert [os.path.relpath(f, tmp_path / "raw") for f in files][:2] == ["six/LICENSE", "six/six.py"]
     assert files[2].endswith("cpython/LICENSE")
     with pytest.raises(FileExistsError, match="not empty"):
-        github.write_tree(github.distribution_files("six"), str(tmp_path / "raw"))
+        raw_github.write_tree(raw_github.distribution_files("six"), str(tmp_path / "raw"))

@@ -9,11 +9,10 @@ import json
 import os
 
 import apache_beam as beam
+import curation_runs
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing import test_pipeline
 
-from data_pipeline.curation import io, pipelines, stages
+from data_pipeline.curation import io, stages
 
 SOURCE = "unit"
 # Real lines: the opening of the Apache httpd manual's mod_rewrite page (apache2-doc).
@@ -66,17 +65,15 @@ def run(tmp_path_factory):
     (d / "bad.jsonl").write_bytes(b'{"id": "latin1", "text": "caf\xe9"}\n' + b'{"id": "broken", "text": \n'
                                   + b'{"id": "notext"}\n' + b'["a list"]\n' + b'{"id": "blank", "text": "  "}\n')
     out = str(d / "out")
-    p = test_pipeline.TestPipeline(options=pipelines.pipeline_options([]))
-    docs = io.read_jsonl(p, f"{d}/*.jsonl*", SOURCE)
-    docs = (docs | stages.Stage(SOURCE, "navigation", _strip_navigation)
-            | stages.Stage(SOURCE, "length", _long_enough)
-            | stages.Counted(SOURCE, "odd", _DropOddIds()))
-    _ = docs | io.WriteJsonl(SOURCE, out, shard_bytes=4000)
-    result = p.run()
-    result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed
-                for c in result.metrics().query(MetricsFilter().with_namespace("curation/unit"))["counters"]}
-    return counters, out, bulk
+
+    def build(p):
+        docs = io.read_jsonl(p, f"{d}/*.jsonl*", SOURCE)
+        docs = (docs | stages.Stage(SOURCE, "navigation", _strip_navigation)
+                | stages.Stage(SOURCE, "length", _long_enough)
+                | stages.Counted(SOURCE, "odd", _DropOddIds()))
+        _ = docs | io.WriteJsonl(SOURCE, out, shard_bytes=4000)
+
+    return curation_runs.counters(build, SOURCE), out, bulk
 
 
 def _read_output(out):

@@ -1,5 +1,7 @@
-"""The curation pipelines end to end under Beam's TestPipeline: every source that has a module, in one pipeline
-(one Beam start-up); CommonCrawl from WET files with planted duplicates and broken input, counted by reason;
+"""The curation pipelines end to end under Beam's TestPipeline: all seven sources in one pipeline (one Beam
+start-up), each with a planted document its rules must drop, found by id in the drop log with its stage and
+reason (a GPL file, a duplicate book, a disambiguation page, a lorem-ipsum page, a French page), and every drop log
+agreeing with its counters; CommonCrawl from WET files with planted duplicates and broken input, counted by reason;
 line dedup on a hand-checked corpus of duplicates and near-duplicates split over two shards (exact lines and
 counts); the same files, byte for byte, on the DirectRunner with 2 worker processes as with 1; a rerun into a
 non-empty directory refused before anything runs. Two pipeline runs in all (module-scoped)."""
@@ -9,13 +11,15 @@ import io as _io
 import json
 import os
 import sysconfig
+from collections import Counter
 
+import curation_runs
 import pytest
-from apache_beam.testing import test_pipeline
 from curation_pages import MOD_DIR_EN, MOD_ENV_EN, MOD_ENV_FR, SHLEX, WIKIPEDIA, build_reference_models
 
 from data_pipeline import curate
 from data_pipeline.curation import commoncrawl, dedup, io, pipelines, stats
+from data_pipeline.curation.raw import commoncrawl as raw_commoncrawl
 from data_pipeline.curation.stages import Counted
 from data_pipeline.sources import SOURCE_NAMES, parse_spec
 from llama_jax import cli
@@ -57,7 +61,7 @@ def wet(pages: list[tuple[str, str]]) -> bytes:
     for url, text in pages:
         writer.write_record(writer.create_warc_record(
             url, "conversion", payload=_io.BytesIO(text.encode()), warc_headers_dict={
-                "WARC-Record-ID": commoncrawl.record_id(url), "Content-Type": "text/plain"}))
+                "WARC-Record-ID": raw_commoncrawl.record_id(url), "Content-Type": "text/plain"}))
     return out.getvalue()
 
 
@@ -90,8 +94,10 @@ def other_inputs(d) -> dict[str, str]:
     shlex_py = open(os.path.join(sysconfig.get_paths()["stdlib"], "shlex.py"), encoding="utf-8").read()
     lead = WIKIPEDIA[0][1]
     docs = {
-        "c4": [{"url": URL + "en/mod/mod_env.html", "text": MOD_ENV_EN, "timestamp": "2019-04-25T12:57:54Z"},
-               {"url": "https://example.com/lorem", "text": "Lorem ipsum dolor sit amet, consectetur adipiscing."}],
+        "c4": [{"id": "mod_env", "url": URL + "en/mod/mod_env.html", "text": MOD_ENV_EN,
+                "timestamp": "2019-04-25T12:57:54Z"},
+               {"id": "lorem", "url": "https://example.com/lorem",
+                "text": "Lorem ipsum dolor sit amet, consectetur adipiscing."}],
         "wikipedia": [{"id": "en/Counterpoint", "text": "'''Counterpoint''' is a [[music|musical]] technique. "
                                                         + WIKIPEDIA[15][1] + "\n[[Category:Music theory]]"},
                       {"id": "en/Mercury", "text": "'''Mercury''' may refer to:\n* [[Mercury (planet)]]\n"
@@ -113,18 +119,25 @@ def other_inputs(d) -> dict[str, str]:
     return globs
 
 
-def available(source: str) -> bool:
-    return os.path.exists(os.path.join(os.path.dirname(io.__file__), f"{source}.py"))
+# What each source's input plants for its rules to drop: source -> (document id, (stage, reason)).
+PLANTED_DROPS = {
+    "github": ("gpl/shlex.py", ("licence", "licence_not_permissive")),
+    "books": ("lead-copy", ("near_dedup", "near_duplicate")),  # "lead" has the smaller id: it stays
+    "wikipedia": ("en/Mercury", ("drop_disambiguation", "disambiguation")),
+    "c4": ("lorem", ("clean", "lorem_ipsum")),
+    "commoncrawl": (raw_commoncrawl.record_id(URL + "fr/mod/mod_env.html"), ("language", "not_english")),
+}
 
 
 def run(jobs, planted_glob, planted_out, beam_args):
     """One TestPipeline: the jobs plus the planted dedup corpus (read, deduplicated, written)."""
-    pipeline = test_pipeline.TestPipeline(options=pipelines.pipeline_options(beam_args))
-    pipelines.apply_jobs(pipeline, jobs)
-    _ = (io.read_jsonl(pipeline, planted_glob, "planted")
-         | Counted("planted", "line_dedup", dedup.LineDedup("planted", "line_dedup", buckets=3))
-         | io.WriteJsonl("planted", planted_out))
-    result = pipeline.run()
+    def build(pipeline):
+        pipelines.apply_jobs(pipeline, jobs)
+        _ = (io.read_jsonl(pipeline, planted_glob, "planted")
+             | Counted("planted", "line_dedup", dedup.LineDedup("planted", "line_dedup", buckets=3))
+             | io.WriteJsonl("planted", planted_out))
+
+    pipeline, result = curation_runs.run(build, beam_args)
     summaries = pipelines.collect(result, pipeline, jobs)
     summaries["planted"] = stats.summarize(stats.counters(result, "planted"), "planted", ["line_dedup"])
     return summaries
@@ -132,7 +145,7 @@ def run(jobs, planted_glob, planted_out, beam_args):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every available source in one in-memory run; CommonCrawl and the planted corpus again on 2 processes."""
+    """All seven sources in one in-memory run; CommonCrawl and the planted corpus again on 2 processes."""
     d = tmp_path_factory.mktemp("curation")
     models = d / "models"
     os.makedirs(models)
@@ -143,8 +156,7 @@ def runs(tmp_path_factory):
         write_jsonl(d / "planted" / f"shard{k}.jsonl", shard)
     cc_config = commoncrawl.Config(models_dir=str(models))
     jobs = [pipelines.Job("commoncrawl", cc_glob, str(d / "out1" / "commoncrawl"), cc_config)]
-    jobs += [pipelines.Job(source, glob, str(d / "out1" / source))
-             for source, glob in other_inputs(d).items() if available(source)]
+    jobs += [pipelines.Job(source, glob, str(d / "out1" / source)) for source, glob in other_inputs(d).items()]
     one = run(jobs, f"{d}/planted/*.jsonl", str(d / "out1" / "planted"), [])
     two = run([pipelines.Job("commoncrawl", cc_glob, str(d / "out2" / "commoncrawl"), cc_config)],
               f"{d}/planted/*.jsonl", str(d / "out2" / "planted"),
@@ -155,7 +167,7 @@ def runs(tmp_path_factory):
 def read_output(out: str) -> dict[str, list[dict]]:
     shards = {}
     for name in sorted(os.listdir(out)):
-        if name.endswith(".jsonl.gz"):
+        if name.startswith(io.SPLITS) and name.endswith(".jsonl.gz"):  # the shards, not the drop log
             with gzip.open(f"{out}/{name}", "rt", encoding="utf-8") as f:
                 shards[name] = [json.loads(line) for line in f]
     return shards
@@ -223,8 +235,6 @@ def test_commoncrawl_stages_and_what_they_kept(runs):
 @pytest.mark.parametrize("source", SOURCE_NAMES)
 def test_every_source_runs_end_to_end_and_its_output_is_a_stream_source(runs, source):
     d, jobs, one, _ = runs
-    if source not in one:
-        pytest.skip(f"data_pipeline.curation.{source} is not written yet")
     summary, out = one[source], str(d / "out1" / source)
     assert summary["stages"], "no counted stage"
     for row in summary["stages"]:
@@ -234,6 +244,24 @@ def test_every_source_runs_end_to_end_and_its_output_is_a_stream_source(runs, so
     assert all(set(doc) >= {"id", "text"} and doc["text"].strip() for doc in docs)
     spec = parse_spec(source, f"jsonl:{out}/{{split}}-*.jsonl.gz", "")
     assert spec.kind == "jsonl" and os.path.exists(f"{out}/stats.json")
+
+
+def test_every_planted_document_is_dropped_by_its_rule_for_its_reason(runs):
+    d, _, _, _ = runs
+    for source, (doc_id, stage_reason) in PLANTED_DROPS.items():
+        dropped = io.read_drop_log(str(d / "out1" / source))
+        assert dropped.get(doc_id) == [stage_reason], (source, doc_id, dropped)
+        assert doc_id not in curation_runs.written_docs(str(d / "out1" / source))
+
+
+@pytest.mark.parametrize("source", SOURCE_NAMES)
+def test_the_drop_log_names_every_document_the_counters_count_as_dropped(runs, source):
+    d, _, one, _ = runs
+    dropped = io.read_drop_log(str(d / "out1" / source))
+    logged = Counter((stage, reason) for reasons in dropped.values() for stage, reason in reasons)
+    counted = Counter({(row["name"], reason): n for row in one[source]["stages"] for reason, n in row["dropped"].items()})
+    assert logged == counted
+    assert not set(dropped) & set(curation_runs.written_docs(str(d / "out1" / source)))
 
 
 def test_a_rerun_into_a_non_empty_output_is_refused_and_changes_nothing(runs):
@@ -273,16 +301,12 @@ def test_the_curated_output_feeds_the_tokenizer_sample_and_the_configs(runs, tmp
 
     d, jobs, _, _ = runs
     out = str(d / "out1")
-    sources = [job.source for job in jobs]
-    if len(sources) < len(SOURCE_NAMES):
-        with pytest.raises(FileNotFoundError, match="has no train shards"):
-            mixture.manifest(out)
-    else:
-        corpus.tokenizer_sample(out, mixture.manifest(out), str(tmp_path / "sample.txt"), 1 << 16)
-        kept = read_output(f"{out}/commoncrawl")
-        first_line = next(line for shard in kept.values() for doc in shard for line in doc["text"].split("\n")
-                          if line.strip())
-        assert first_line in (tmp_path / "sample.txt").read_text()
+    assert sorted(job.source for job in jobs) == sorted(SOURCE_NAMES)
+    corpus.tokenizer_sample(out, mixture.manifest(out), str(tmp_path / "sample.txt"), 1 << 16)
+    sample = (tmp_path / "sample.txt").read_text()
+    for source in SOURCE_NAMES:  # every source's curated train text reaches the sample
+        train = curation_runs.written_docs(f"{out}/{source}", ("train",)).values()
+        assert any(line.strip() and line in sample for doc in train for line in doc["text"].split("\n")), source
     c = tiny_curated.get_config()
     assert c.data.sources.wikipedia == ".cache/curated/wikipedia/{split}-*.jsonl.gz".join(["jsonl:", ""])
     assert c.data.tokenizer == ".cache/curated/tokenizer.model"

@@ -4,13 +4,11 @@ integer score, the "Q:/A:" layout, unanswered questions kept; the reader skips b
 reasons. One TestPipeline run (module-scoped) serves the end-to-end checks."""
 
 import gzip
-import json
 
+import curation_runs
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from data_pipeline.curation import io, pipelines, stackexchange
+from data_pipeline.curation import io, stackexchange
 
 HEADER = '<?xml version="1.0" encoding="utf-8"?>\n<posts>\n'
 FOOTER = "</posts>\n"
@@ -123,17 +121,11 @@ def run(tmp_path_factory):
     (d / "empty" / "Posts.xml").write_bytes(b"")
     (d / "latin").mkdir()
     (d / "latin" / "Posts.xml").write_bytes((HEADER + PYTHON_ROWS[0] + "\n" + FOOTER).encode("cp1252"))
-    out = d / "out"
-    p = BeamTestPipeline(options=pipelines.pipeline_options([]))
-    _ = stackexchange.curate(stackexchange.read(p, f"{d}/*/Posts.xml*")) | io.WriteJsonl(stackexchange.NAME, str(out))
-    result = p.run()
-    result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace(f"curation/{stackexchange.NAME}"))["counters"]}
-    docs = {}
-    for shard in out.glob("*.jsonl.gz"):
-        docs.update((doc["id"], doc) for doc in map(json.loads, gzip.open(shard, "rt")))
-    return docs, counters
+    out = str(d / "out")
+    counters = curation_runs.counters(
+        lambda p: stackexchange.curate(stackexchange.read(p, f"{d}/*/Posts.xml*"))
+        | io.WriteJsonl(stackexchange.NAME, out), stackexchange.NAME)
+    return curation_runs.written_docs(out), counters
 
 
 def test_pipeline_pairs_sorts_and_cleans(run):

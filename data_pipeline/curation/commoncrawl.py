@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import io as _io
-import os
-import uuid
 import zlib
 from collections.abc import Iterator
 
@@ -91,30 +87,21 @@ def wet_docs(stream, source: str, name: str) -> Iterator[Doc]:
         count(source, "read/dropped/malformed_warc")
 
 
-class _ReadFile(beam.DoFn):
-    """A WET or JSON-lines file -> its pages."""
-
-    def __init__(self, input_glob: str):
-        self.input_glob = input_glob
-
-    def process(self, path: str) -> Iterator[Doc]:
-        count(NAME, "read/files")
-        if io.is_jsonl(path):
-            yield from io.jsonl_docs(path, NAME, self.input_glob)
+def read_wet(path: str, name: str) -> Iterator[Doc]:
+    """The pages of one WET file (`io.ReadFiles`'s format reader; `name` stands in for a missing record id)."""
+    with beam.io.filesystems.FileSystems.open(  # warcio reads the gzip members itself
+            path, compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as f:
+        if not f.read(1):
+            count(NAME, "read/dropped/empty_file")
             return
-        with beam.io.filesystems.FileSystems.open(  # warcio reads the gzip members itself
-                path, compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as f:
-            if not f.read(1):
-                count(NAME, "read/dropped/empty_file")
-                return
-            f.seek(0)
-            yield from wet_docs(f, NAME, io.relative_name(path, self.input_glob))
+        f.seek(0)
+        yield from wet_docs(f, NAME, name)
 
 
 def read(pipeline: beam.Pipeline, input_glob: str, config: Config) -> beam.PCollection:
     """Pages of the WET files (`*.warc.wet.gz`, `*.wet`) and JSON-lines files `input_glob` matches."""
     del config
-    return pipeline | "ReadCommonCrawl" >> io.ReadFiles(NAME, input_glob, _ReadFile(input_glob))
+    return pipeline | "ReadCommonCrawl" >> io.ReadFiles(NAME, input_glob, read_wet)
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -165,54 +152,3 @@ def curate(docs: beam.PCollection, config: Config) -> beam.PCollection:
                                                                config.tail_percentile, keep))
             | Stage(NAME, "quality", functools.partial(reference_like, threshold=config.quality_threshold,
                                                        models_dir=config.models_dir)))
-
-
-# ---------------------------------------------------------------------------------------------- raw material
-SITES = {"apache2-doc/usr/share/doc/apache2-doc/manual/": "https://httpd.apache.org/docs/2.4/",
-         "python3.11-doc/usr/share/doc/python3.11/html/": "https://docs.python.org/3.11/"}
-RAW_SHARDS = 4
-CRAWL_DATE = "2023-06-01T00:00:00Z"  # a fixed date: the stand-in crawl has none (RedPajama's last dump: 2023-06)
-
-
-def url_of(doc_id: str) -> str:
-    """The page's address on its real web site, from its path in the Debian package."""
-    for prefix, site in SITES.items():
-        if doc_id.startswith(prefix):
-            return site + doc_id[len(prefix):]
-    raise ValueError(f"{doc_id!r} is not under any of {list(SITES)}")
-
-
-def record_id(url: str) -> str:
-    """A WARC-Record-ID that is a function of the URL (uuid5), so rebuilt raw files are identical."""
-    return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>"
-
-
-def write_raw(roots: dict[str, str], out_dir: str) -> list[str]:
-    """CommonCrawl WET files of the Apache httpd and Python manual pages (all their languages), with all their
-    visible text: navigation, footers, language menus, as a crawl's WET records hold (corpus.commoncrawl)."""
-    from warcio.warcwriter import WARCWriter
-
-    from data_pipeline.corpus import commoncrawl
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [f"{out_dir}/CC-MAIN-stand-in-{k:05d}.warc.wet.gz" for k in range(RAW_SHARDS)]
-    files = [open(path, "wb") for path in paths]
-    try:
-        writers = [WARCWriter(f, gzip=True) for f in files]
-        for k, writer in enumerate(writers):
-            writer.write_record(writer.create_warcinfo_record(
-                os.path.basename(paths[k]), {"software": "llama_jax data_pipeline.curation.commoncrawl",
-                                             "description": "WET stand-in: Debian apache2-doc and python3.11-doc"}))
-        for doc_id, text in commoncrawl(roots):
-            if not text.strip():
-                continue
-            url = url_of(doc_id)
-            shard = int.from_bytes(hashlib.sha256(url.encode()).digest()[:4], "big") % RAW_SHARDS
-            writers[shard].write_record(writers[shard].create_warc_record(
-                url, "conversion", payload=_io.BytesIO(text.encode("utf-8")),
-                warc_headers_dict={"WARC-Record-ID": record_id(url), "WARC-Date": CRAWL_DATE,
-                                   "Content-Type": "text/plain"}))
-    finally:
-        for f in files:
-            f.close()
-    return paths

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 
-from data_pipeline.curation.stages import Doc, count
+from data_pipeline.curation.stages import DROPPED, Doc, count, drop, kept
 
 # CCNet text_normalizer.UNICODE_PUNCT: what it strips for dedup (some are symbols, not Unicode punctuation).
 CCNET_PUNCT = "，。、„”“«»１」「《》´∶：？！（）；–—．～’…━〈〉【】％►"
@@ -114,9 +114,10 @@ class LineDedup(beam.PTransform):
                  | "GroupByBucket" >> beam.GroupByKey()
                  | "Duplicates" >> beam.FlatMap(lambda kv: duplicates_in_bucket(kv[1]).items()))
         by_id = docs | "ById" >> beam.Map(lambda doc: (doc["id"], doc))
-        return ({"doc": by_id, "drop": drops}
-                | "Join" >> beam.CoGroupByKey()
-                | "Remove" >> beam.FlatMap(_apply_drops, self.source, self.name))
+        return kept({"doc": by_id, "drop": drops}
+                    | "Join" >> beam.CoGroupByKey()
+                    | "Remove" >> beam.FlatMap(_apply_drops, self.source, self.name).with_outputs(DROPPED, main="docs"),
+                    self.source)
 
 
 def _apply_drops(joined: tuple[str, dict], source: str, name: str) -> Iterator[Doc]:
@@ -131,4 +132,4 @@ def _apply_drops(joined: tuple[str, dict], source: str, name: str) -> Iterator[D
         if text.strip():
             yield {**doc, "text": text}
         else:
-            count(source, f"{name}/dropped/only_duplicate_lines")
+            yield drop(source, name, doc["id"], "only_duplicate_lines")

@@ -2,10 +2,12 @@
 
 `read_jsonl` survives bad input: a truncated or corrupt gzip file keeps the documents before the damage, a line
 that is not UTF-8, not JSON or has no text is skipped, and each is counted as `read/dropped/<reason>`.
+`ReadFiles` is the reading step every source opens with (JSON lines beside the source's own format).
 `WriteJsonl` writes `DIR/{train,validation}-NNNNN-of-MMMMM.jsonl.gz` with the corpus builder's split (about 2%
 validation, at least 8 documents, by a hash of the id) so that `data.sources.<name>='jsonl:DIR/{split}-*.jsonl.gz'`
 reads it as is. The output is a function of the set of documents only: the same whatever the runner, the number
-of workers or the order the documents arrive in.
+of workers or the order the documents arrive in. `WriteDropLog` writes `DIR/dropped.jsonl.gz`, the id, stage and
+reason of every document a stage dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -114,35 +116,47 @@ def jsonl_docs(path: str, source: str, input_glob: str) -> Iterator[Doc]:
             yield doc
 
 
-class _ReadJsonlFile(beam.DoFn):
-    """A file path -> its documents."""
+class _ReadFile(beam.DoFn):
+    """A file path -> its documents: JSON lines by `jsonl_docs`, any other file by the source's `read_format`."""
 
-    def __init__(self, source: str, input_glob: str):
-        self.source, self.input_glob = source, input_glob
+    def __init__(self, source: str, input_glob: str, read_format: Callable[[str, str], Iterable[Doc]] | None):
+        self.source, self.input_glob, self.read_format = source, input_glob, read_format
 
     def process(self, path: str) -> Iterator[Doc]:
         count(self.source, "read/files")
-        yield from jsonl_docs(path, self.source, self.input_glob)
+        if self.read_format is None or is_jsonl(path):
+            yield from jsonl_docs(path, self.source, self.input_glob)
+        else:
+            yield from self.read_format(path, relative_name(path, self.input_glob))
 
 
 class ReadFiles(beam.PTransform):
-    """Reads the files `input_glob` matches with `read_file` (a DoFn: path -> documents), spreading both the files
-    and the documents over the workers; counts `read/docs_out` and `read/bytes_out`."""
+    """The documents of the files `input_glob` matches, the one reading step every source's pipeline opens with.
 
-    def __init__(self, source: str, input_glob: str, read_file: beam.DoFn):
+    A JSON-lines file (`is_jsonl`: the corpus builder's format, beside any raw format in one glob) is read by
+    `jsonl_docs`; any other by `read_format(path, name)`, the source's own format (WET, a MediaWiki dump, a
+    tarball, ...), which yields documents and counts what it skips as `read/dropped/<reason>`; `name` is the path
+    under the glob's base directory, the stable prefix of an id. With `read_format=None` every file is JSON lines.
+    Counts `read/files`, `read/docs_out` and `read/bytes_out`; spreads the files, then the documents, over the
+    workers (a file is read whole by one worker; its documents need not be curated there)."""
+
+    def __init__(self, source: str, input_glob: str,
+                 read_format: Callable[[str, str], Iterable[Doc]] | None = None):
         super().__init__()
-        self.source, self.paths, self.read_file = source, match(input_glob), read_file
+        self.source, self.input_glob, self.read_format = source, input_glob, read_format
+        self.paths = match(input_glob)
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         return (pipeline
                 | "Paths" >> beam.Create(self.paths)
                 | "SpreadFiles" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(self.read_file)
-                | "Count" >> beam.Map(_count_read, self.source)
+                | "Read" >> beam.ParDo(_ReadFile(self.source, self.input_glob, self.read_format))
+                | "Count" >> beam.Map(count_read, self.source)
                 | "SpreadDocs" >> beam.Reshuffle())
 
 
-def _count_read(doc: Doc, source: str) -> Doc:
+def count_read(doc: Doc, source: str) -> Doc:
+    """Counts a document that reading produced (`read/docs_out`, `read/bytes_out`) and passes it on."""
     count(source, "read/docs_out")
     count(source, "read/bytes_out", text_bytes(doc))
     return doc
@@ -150,7 +164,7 @@ def _count_read(doc: Doc, source: str) -> Doc:
 
 def read_jsonl(pipeline: beam.Pipeline, input_glob: str, source: str) -> beam.PCollection:
     """Documents of the JSON-lines files (gzip or plain) that `input_glob` matches; bad lines and files counted."""
-    return pipeline | "ReadJsonl" >> ReadFiles(source, input_glob, _ReadJsonlFile(source, input_glob))
+    return pipeline | "ReadJsonl" >> ReadFiles(source, input_glob)
 
 
 def local_path(path: str) -> str:
@@ -248,3 +262,48 @@ def _write_group(group: tuple[tuple[str, int], Iterable], n_shards: dict[str, in
     count(source, f"write/{split}/docs", len(lines))
     count(source, f"write/{split}/json_bytes", sum(len(line.encode("utf-8")) for _, line in lines))
     return write_shard(out_dir, split, index, n_shards[split], lines)
+
+
+DROP_LOG = "dropped.jsonl.gz"
+
+
+class WriteDropLog(beam.PTransform):
+    """Writes drop records (`stages.drop`: `{"id", "stage", "reason"}`) into `out_dir/dropped.jsonl.gz`, one
+    line each, sorted by id then stage: one file with the same bytes whatever the runner or the workers. Writes
+    nothing when nothing was dropped. The records of a source go through one worker (about 100 bytes each)."""
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (records | "OneKey" >> beam.Map(lambda r: (None, r))
+                | "Group" >> beam.GroupByKey()
+                | "Write" >> beam.Map(lambda kv, out: write_drop_log(out, kv[1]), self.out_dir))
+
+
+def write_drop_log(out_dir: str, records: Iterable[dict]) -> str:
+    """Writes the drop log file of `records` (see `WriteDropLog`) through a temporary name; returns its path."""
+    path = f"{out_dir.rstrip('/')}/{DROP_LOG}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    lines = sorted(json_line(r) for r in records)
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
+            for line in lines:
+                f.write(line.encode("utf-8"))
+    FileSystems.rename([tmp], [path])
+    return path
+
+
+def read_drop_log(out_dir: str) -> dict[str, list[tuple[str, str]]]:
+    """The drop log of a curated directory: document id -> [(stage, reason)] ({} if nothing was dropped)."""
+    path = f"{out_dir.rstrip('/')}/{DROP_LOG}"
+    if not FileSystems.exists(path):
+        return {}
+    dropped: dict[str, list[tuple[str, str]]] = {}
+    with FileSystems.open(path) as f:  # gzip, by the name
+        lines = f.read().decode("utf-8").splitlines()
+    for line in lines:
+        record = json.loads(line)
+        dropped.setdefault(record["id"], []).append((record["stage"], record["reason"]))
+    return dropped

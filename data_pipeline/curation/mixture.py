@@ -22,7 +22,7 @@ from llama_jax import cli
 DEFAULT_DIR = ".cache/curated"
 RAW_DIR = ".cache/raw"
 TOKENIZER = "tokenizer.model"
-# Where each module's write_raw puts its files, as globs under RAW_DIR/<source>.
+# Where each `raw.<source>` module puts its files, as globs under RAW_DIR/<source>.
 RAW_GLOBS = {"commoncrawl": "*.warc.wet.gz", "c4": "*.json.gz", "github": "**", "wikipedia": "*.xml.bz2",
              "books": "*/*", "arxiv": "*", "stackexchange": "*/Posts.xml"}
 
@@ -70,12 +70,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab_size", type=int, default=8192, help="tokenizer vocabulary (tiny presets: 8192)")
     parser.add_argument("--sources", default=",".join(SOURCE_NAMES), help="comma-separated sources to curate")
     args, beam_args = parser.parse_known_args(argv)
+    from data_pipeline.curation import logs
+
+    logs.hold()  # before Beam's first import: its records go to each source's beam.log, not the console
     from data_pipeline.curation import stats
 
     unknown = set(args.sources.split(",")) - set(SOURCE_NAMES)
     if unknown:
         raise cli.UsageError(f"--sources: {sorted(unknown)} are not LLaMA sources ({', '.join(SOURCE_NAMES)})")
     for source in args.sources.split(","):
+        print(f"{source}: curating {args.raw}/{source} into {args.out}/{source} (Beam's log: beam.log there)", flush=True)
         print(stats.table(curate_source(source, args.raw, args.out, beam_args)) + "\n", flush=True)
     print(f"tokenizer: {train_tokenizer(args.out, args.vocab_size, os.cpu_count() or 1)}")
 

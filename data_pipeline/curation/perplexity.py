@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from data_pipeline.curation import ngram_lm
 from data_pipeline.curation.io import local_path
-from data_pipeline.curation.stages import Doc, count
+from data_pipeline.curation.stages import DROPPED, Doc, count, drop, kept
 
 BUCKETS = ("head", "middle", "tail")
 
@@ -70,7 +70,8 @@ class Buckets(beam.PTransform):
                      | "Percentiles" >> beam.ApproximateQuantiles.Globally(101))
         limits = beam.pvalue.AsSingleton(
             quantiles | "Cutoffs" >> beam.Map(self._cutoffs, self.source, self.name, self.percentiles))
-        return docs | "Bucket" >> beam.FlatMap(_keep_bucket, limits, self.source, self.name, self.keep)
+        return kept(docs | "Bucket" >> beam.FlatMap(_keep_bucket, limits, self.source, self.name, self.keep)
+                    .with_outputs(DROPPED, main="docs"), self.source)
 
     @staticmethod
     def _cutoffs(quantiles: list[float], source: str, name: str, percentiles: tuple[int, int]) -> tuple[float, float]:
@@ -87,4 +88,4 @@ def _keep_bucket(doc: Doc, limits: tuple[float, float], source: str, name: str, 
     if which in keep:
         yield {**doc, "meta": {**doc["meta"], "bucket": which}}
     else:
-        count(source, f"{name}/dropped/perplexity_{which}")
+        yield drop(source, name, doc["id"], f"perplexity_{which}")

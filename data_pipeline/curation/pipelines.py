@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from data_pipeline.curation import io, stats
+from data_pipeline.curation import io, logs, stages, stats
 from data_pipeline.sources import SOURCE_NAMES
 from llama_jax.cli import UsageError
 
@@ -48,7 +48,7 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
 
 def source_module(source: str) -> types.ModuleType:
-    """The curation module of `source` (`data_pipeline.curation.<source>`: NAME, Config, read, curate, write_raw)."""
+    """The curation module of `source` (`data_pipeline.curation.<source>`: NAME, Config, read, curate)."""
     if source not in SOURCE_NAMES:
         raise UsageError(f"--source={source!r} is not a LLaMA source; expected one of {', '.join(SOURCE_NAMES)}")
     return importlib.import_module(f"data_pipeline.curation.{source}")
@@ -110,7 +110,7 @@ class Job:
 
 class Curate(beam.PTransform):
     """A source's reader, stages and sharded writer, under the source's name (so that several sources can share
-    one pipeline); yields the written shard paths."""
+    one pipeline), and its drop log (`io.WriteDropLog`); yields the written shard paths."""
 
     def __init__(self, job: Job):
         super().__init__(label=job.source)
@@ -118,8 +118,11 @@ class Curate(beam.PTransform):
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
         module, config = source_module(self.job.source), self.job.module_config()
-        docs = module.read(begin, self.job.input_glob, config)
-        return module.curate(docs, config) | "Write" >> io.WriteJsonl(self.job.source, self.job.output_dir)
+        docs = module.curate(module.read(begin, self.job.input_glob, config), config)
+        drops = stages.drop_logs(begin.pipeline, self.job.source)
+        if drops:
+            _ = drops | "FlattenDrops" >> beam.Flatten() | "WriteDrops" >> io.WriteDropLog(self.job.output_dir)
+        return docs | "Write" >> io.WriteJsonl(self.job.source, self.job.output_dir)
 
 
 def apply_jobs(pipeline: beam.Pipeline, jobs: list[Job]) -> None:
@@ -147,10 +150,12 @@ def collect(result: beam.runners.runner.PipelineResult, pipeline: beam.Pipeline,
 
 
 def run_jobs(jobs: list[Job], beam_args: list[str]) -> dict[str, dict]:
-    """Curates every job in one Beam pipeline on the runner `beam_args` select; returns source -> stats."""
+    """Curates every job in one Beam pipeline on the runner `beam_args` select; returns source -> stats. Beam's
+    own logging (launcher and workers) goes to the first job's `output_dir/beam.log` (`logs.to_file`)."""
     pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     apply_jobs(pipeline, jobs)
-    return collect(pipeline.run(), pipeline, jobs)
+    with logs.to_file(f"{jobs[0].output_dir.rstrip('/')}/{logs.BEAM_LOG}"):
+        return collect(pipeline.run(), pipeline, jobs)
 
 
 def run(source: str, input_glob: str, output_dir: str, beam_args: list[str], config: Any = None) -> dict:

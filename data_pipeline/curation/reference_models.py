@@ -19,9 +19,15 @@ import json
 import os
 import time
 
-from data_pipeline import corpus
-from data_pipeline.curation import commoncrawl, io, ngram_lm
-from llama_jax import cli
+from data_pipeline.curation import logs
+
+if __name__ == "__main__":  # the command: Beam warns when it is first imported, below; that goes to OUT/beam.log
+    logs.hold()
+
+from data_pipeline import corpus  # noqa: E402
+from data_pipeline.curation import commoncrawl, io, ngram_lm  # noqa: E402
+from data_pipeline.curation.raw import commoncrawl as raw_commoncrawl  # noqa: E402
+from llama_jax import cli  # noqa: E402
 
 HELD_OUT_FRACTION = 0.1
 LM_ORDER = 3  # see ngram_lm: CCNet's 5-gram has ~1000x more text behind it; here 3-grams of ~1M tokens
@@ -56,7 +62,7 @@ def english_wikipedia(roots: dict[str, str]) -> list[corpus.Document]:
 
 def classifier_pages(roots: dict[str, str]) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
     """(id, text, label) examples, 1 = reference-like, 0 = raw web page, balanced; and the count per origin."""
-    negatives = [(commoncrawl.record_id(commoncrawl.url_of(doc_id)), text, 0)
+    negatives = [(raw_commoncrawl.record_id(raw_commoncrawl.url_of(doc_id)), text, 0)
                  for doc_id, text in corpus.commoncrawl(roots) if text.strip()]
     sources = {"wikipedia": english_wikipedia(roots),
                "books": [(f"{doc_id}#{i}", piece) for doc_id, text in
@@ -132,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downloads", default=".cache/downloads", help="the packages `make corpus` fetched")
     parser.add_argument("--force", action="store_true", help="rebuild even if the models exist")
     args = parser.parse_args(argv)
-    print(json.dumps(build(args.out, args.downloads, args.force), indent=1))
+    with logs.to_file(f"{args.out}/{logs.BEAM_LOG}"):
+        summary = build(args.out, args.downloads, args.force)
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
