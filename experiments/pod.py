@@ -131,9 +131,9 @@ def lanes(runs: Sequence[Run], max_slices: int, cost: Callable[[Run], float] | N
     return [sorted(lane, key=lambda run: order[run.name]) for lane in out]
 
 
-def commit_of(repo: str = REPO, allow: Sequence[str] = ()) -> str:
-    """The commit checked out in `repo`; refuses uncommitted changes to tracked files other than `allow` (the
-    sweep file, which is shipped on its own), since the workers run the commit, not the working tree."""
+def commit_of(repo: str = REPO, allow: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """The commit checked out in `repo`, and the tracked files with uncommitted changes other than `allow` (the
+    sweep file, which is shipped on its own): the workers run the commit, not the working tree."""
     def git(*args: str) -> str:
         result = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
         if result.returncode:
@@ -144,10 +144,7 @@ def commit_of(repo: str = REPO, allow: Sequence[str] = ()) -> str:
     allowed = {os.path.relpath(os.path.abspath(path), repo) for path in allow}
     dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
              if line[3:] not in allowed]
-    if dirty:
-        raise CloudError(f"uncommitted changes in {', '.join(dirty[:5])}: the workers run commit {commit[:12]}; "
-                         "commit (or stash) them first")
-    return commit
+    return commit, dirty
 
 
 def lock_hash(commit: str, repo: str = REPO) -> str:
@@ -400,8 +397,14 @@ class Pod:
     def ship(self, cloud: Cloud) -> str:
         """Upload the commit and the sweep file; record the commit in each run's run.json (a run that trained at
         another commit is refused: it would resume with other code). Returns the commit."""
-        commit = commit_of(self.repo, allow=[self.sweep_file])
-        for run in self.runs:
+        commit, dirty = commit_of(self.repo, allow=[self.sweep_file])
+        if dirty:
+            message = (f"uncommitted changes in {', '.join(dirty[:5])}: the workers run commit {commit[:12]}; "
+                       "commit (or stash) them first")
+            if cloud.execute:
+                raise CloudError(message)
+            cloud.log(f"# note: {message}")
+        for run in self.runs if cloud.execute else ():  # a dry run reads nothing remote
             record = epath.Path(run.workdir(self.root)) / "run.json"
             if record.exists() and launch.latest_step(run.workdir(self.root)) is not None:
                 before = json.loads(record.read_text()).get("commit")

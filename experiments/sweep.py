@@ -243,7 +243,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.launch == "tpu":
         from experiments import pod
 
-        pod.check_name(args.tpu)
+        try:
+            pod.check_name(args.tpu)
+        except ValueError as error:
+            raise cli.UsageError(str(error)) from None
     if args.launch == "xpk" and not (args.topology and args.cluster and args.docker_image):
         raise cli.UsageError("--launch=xpk needs --topology, --cluster and --docker-image")
     for flag in ("execute", "status", "watch"):

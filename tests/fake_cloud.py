@@ -76,6 +76,7 @@ class FakeCloud:
             os.environ["PATH"] = previous
 
     def calls(self) -> list[list[str]]:
+        """Every call, in order: ["launcher" or "worker", tool, *argv]."""
         path = os.path.join(self.dir, "calls.jsonl")
         if not os.path.exists(path):
             return []
@@ -435,7 +436,7 @@ def curl(args: list[str]) -> None:
 
 if __name__ == "__main__":
     state_dir, tool, *argv = sys.argv[1:]
-    if tool != "curl":
+    if tool != "curl":  # every call, and who made it: a worker (FAKE_WORKER is set on them) or the launcher
         with open(os.path.join(state_dir, "calls.jsonl"), "a") as log:
-            log.write(json.dumps([tool, *argv]) + "\n")
+            log.write(json.dumps(["worker" if "FAKE_WORKER" in os.environ else "launcher", tool, *argv]) + "\n")
     {"gcloud": lambda: gcloud(state_dir, argv), "xpk": lambda: xpk(state_dir, argv), "curl": lambda: curl(argv)}[tool]()
