@@ -227,16 +227,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--slices", type=int, default=1, help="with --launch=tpu|xpk: slices per run, joined over DCN")
     parser.add_argument("--max-slices", "--max_slices", type=int, default=1,
                         help="with --launch=tpu: queued resources the sweep's runs are spread over")
-    tier = parser.add_mutually_exclusive_group()
     for name in ("spot", "reserved", "best-effort"):
-        tier.add_argument(f"--{name}", action="store_const", const=name, dest="tier", default="",
-                          help=f"with --launch=tpu: request {name} capacity")
+        parser.add_argument(f"--{name}", action="store_true", help=f"with --launch=tpu: request {name} capacity")
     parser.add_argument("--runtime-version", "--runtime_version", default="", help="TPU VM software version")
     parser.add_argument("--cluster", help="with --launch=xpk: the GKE cluster (xpk cluster create)")
     parser.add_argument("--docker-image", "--docker_image", help="with --launch=xpk: the image built from Dockerfile")
     parser.add_argument("--max-restarts", "--max_restarts", type=int, default=3,
                         help="with --launch=xpk: restarts of a failed workload (each resumes its checkpoint)")
     args = cli.parse_args(parser, argv)
+    tiers = [name for name in ("spot", "reserved", "best-effort") if getattr(args, name.replace("-", "_"))]
+    if len(tiers) > 1:
+        raise cli.UsageError(f"give one of --spot, --reserved and --best-effort, not {' and '.join(tiers)}")
+    args.tier = tiers[0] if tiers else ""
     remote = args.launch in ("tpu", "xpk")
     if args.launch == "tpu" and not (args.topology and args.tpu and args.zone):
         raise cli.UsageError("--launch=tpu needs --topology, --tpu and --zone")

@@ -220,7 +220,7 @@ def test_a_quota_failure_is_one_error_line(repo, sweep_file, tmp_path, scenario)
     (["--launch=tpu", "--topology=v5p-8", "--tpu=Pod_1", "--zone=z"], "is not a queued-resource name"),
     (["--launch=tpu", "--topology=v5p-8", "--tpu=pod", "--zone=z", "--max_slices=0"], "--max_slices=0 must be"),
     (["--launch=tpu", "--topology=v5p-8", "--tpu=pod", "--zone=z", "--status", "--execute"], "--status only reads"),
-    (["--launch=tpu", "--topology=v5p-8", "--tpu=pod", "--zone=z", "--spot", "--reserved"], "bad command line"),
+    (["--launch=tpu", "--topology=v5p-8", "--tpu=pod", "--zone=z", "--spot", "--reserved"], "give one of --spot"),
     (["--launch=xpk", "--topology=v5p-8", "--cluster=c"], "--launch=xpk needs --topology, --cluster and --docker-image"),
     (["--launch=xpk", "--topology=v5p-8", "--cluster=c", "--docker-image=i", "--spot"], "are for --launch=tpu"),
 ])
