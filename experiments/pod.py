@@ -51,6 +51,7 @@ TIERS = ("spot", "reserved", "best-effort")  # best-effort is a flag of `gcloud 
 METADATA = "http://metadata.google.internal/computeMetadata/v1/instance/attributes"
 EXTRAS = "tpu,data"  # what a worker installs: jax[tpu] and the tf.data mixture
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_DIR = "/llama_jax"  # where the Dockerfile puts the code
 
 
 class CloudError(RuntimeError):
@@ -550,7 +551,7 @@ class Xpk:
     def create(self, run: Run, root: str, overrides: tuple[str, ...] = ()) -> list[str]:
         extra = tuple(overrides) + ((f"--config.mesh.dcn_data={self.slices}",) if self.slices > 1 else ())
         train = launch.train_command(run, root, python="python", overrides=extra)
-        command = shlex.join([*train[:3], "--multihost", *train[3:]])
+        command = f"cd {IMAGE_DIR} && " + shlex.join([*train[:3], "--multihost", *train[3:]])
         return ["xpk", "workload", "create", *self._where(), f"--workload={self.workload(run)}",
                 f"--tpu-type={self.topology.cloud_name}", f"--num-slices={self.slices}",
                 f"--docker-image={self.docker_image}", f"--command={command}", f"--max-restarts={self.max_restarts}",
@@ -647,6 +648,10 @@ class XpkSweep:
                 for run in self.runs:
                     cloud.run(self.xpk.delete(run))
             return
+        for run in self.runs:  # the commit is the image's (its tag names it: see Dockerfile)
+            if not (epath.Path(run.workdir(self.root)) / "run.json").exists():
+                epath.Path(run.workdir(self.root)).mkdir(parents=True, exist_ok=True)
+                launch.write_run_record(run, run.workdir(self.root))
         polls = 0
         while not self.advance(cloud) and watch:
             polls += 1

@@ -20,6 +20,8 @@ of the real tools:
 
 The one thing a worker does not do here is install the lock's dependencies (pip has no index on a test machine):
 each worker's VM image holds the env directory named in `worker_env`, whose `bin/python` is this interpreter.
+With `preempt_after={NAME: STEP}`, the first VMs of NAME train up to step STEP and wait there for their
+preemption (`preempt`), so that it lands at a known step.
 
 The scenario: {"queued_resources": {NAME: [[state, ...] per incarnation]}, "create_errors": {NAME: message},
 "workers": N, "workloads": {WORKLOAD: [[status, message], ...]}}; a state "FAILED: message" fails with that
@@ -49,7 +51,8 @@ PROJECT = "fake-project"
 class FakeCloud:
     """The shims and the state they share; `calls()` is every call made, in order."""
 
-    def __init__(self, tmp_path, scenario: dict, worker_env: dict[str, str] | None = None):
+    def __init__(self, tmp_path, scenario: dict, worker_env: dict[str, str] | None = None,
+                 preempt_after: dict[str, int] | None = None):
         self.dir = str(tmp_path / "cloud")
         self.bin = os.path.join(self.dir, "bin")
         os.makedirs(self.bin)
@@ -59,7 +62,7 @@ class FakeCloud:
                 f.write(f'#!/bin/sh\nexec {sys.executable} {HERE} {self.dir} {tool} "$@"\n')
             os.chmod(path, 0o755)
         state = {"scenario": scenario, "queued_resources": {}, "workloads": {}, "clock": 0,
-                 "worker_env": worker_env or {}}
+                 "worker_env": worker_env or {}, "preempt_after": preempt_after or {}}
         _save(self.dir, state)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -310,11 +313,16 @@ def run_on_workers(directory: str, state: dict, name: str, resource: dict, comma
     for worker in range(workers):
         home = _home(directory, name, resource["incarnation"], worker)
         if not os.path.isdir(home):  # a fresh VM: its image holds the env the test provides
+            stop = state["preempt_after"].get(name) if resource["incarnation"] == 0 else None
             for env_name, python in state["worker_env"].items():
                 env_bin = os.path.join(home, "llama_jax", env_name, "bin")
                 os.makedirs(env_bin)
                 with open(os.path.join(env_bin, "python"), "w") as f:
-                    f.write(f'#!/bin/sh\nexec {python} "$@"\n')
+                    f.write("#!/bin/sh\n")
+                    if stop is not None:  # training waits after step `stop` for the preemption
+                        f.write(f'if [ "$1" = -m ] && [ "$2" = llama_jax.train ]; then shift 2; PYTHONPATH="$PWD" '
+                                f'exec {python} {HERE} --train-until-sigterm {stop} "$@"; fi\n')
+                    f.write(f'exec {python} "$@"\n')
                 os.chmod(os.path.join(env_bin, "python"), 0o755)
                 open(os.path.join(home, "llama_jax", env_name, ".installed"), "w").close()
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OLDPWD")}
@@ -434,7 +442,38 @@ def curl(args: list[str]) -> None:
     print(os.environ["FAKE_WORKER"], end="")
 
 
+def train_until_sigterm(stop: int) -> None:
+    """`python -m llama_jax.train ARGS` whose stream waits, before the batch after step `stop`, for SIGTERM; the
+    training then takes that batch, sees the preemption, saves the checkpoint of step `stop` + 1 and exits: a
+    preemption at a known step, with no race against the training's speed."""
+    import threading
+
+    from helpers import hooked_streams
+
+    from llama_jax import cli, train
+
+    def wait_for_sigterm() -> None:
+        received, previous = threading.Event(), signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            received.set()
+            if callable(previous):
+                previous(signum, frame)  # the training's own flag
+
+        signal.signal(signal.SIGTERM, handler)
+        while not received.wait(0.05):
+            pass
+        signal.signal(signal.SIGTERM, previous)
+
+    train.data_streams = hooked_streams(train, stop, wait_for_sigterm)
+    sys.argv = [sys.argv[0], *sys.argv[3:]]
+    train.define_flags()
+    cli.run_absl(train.main)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--train-until-sigterm":
+        train_until_sigterm(int(sys.argv[2]))
     state_dir, tool, *argv = sys.argv[1:]
     if tool != "curl":  # every call, and who made it: a worker (FAKE_WORKER is set on them) or the launcher
         with open(os.path.join(state_dir, "calls.jsonl"), "a") as log:

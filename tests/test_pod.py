@@ -51,6 +51,7 @@ def sweep():
 def data_tokens(config):
     return {}
 '''
+STOP = 15  # the first slice's training waits after this step for its preemption (tests/fake_cloud.py)
 SLOW_SLICE = ["CREATING", "WAITING_FOR_RESOURCES", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"]
 QUOTA = ("Quota limit 'TPUV5PPodPerProjectPerZoneForTPUAPI' has been exceeded. Limit: 0 in zone us-east5-a. "
          "Please submit a quota increase request.")
@@ -95,12 +96,14 @@ def launcher_calls(fake: FakeCloud) -> list[list[str]]:
     return [call[1:] for call in fake.calls() if call[0] == "launcher"]
 
 
-def wait_for(condition, what: str, log: str | None = None) -> None:
-    deadline = time.monotonic() + DEADLINE_S
+def wait_for(condition, what: str, worker_home: str, log: str) -> None:
+    """Poll `condition`; fail with the worker's log when its script ended first (or at the safety deadline)."""
+    deadline, pid_file = time.monotonic() + DEADLINE_S, os.path.join(worker_home, "llama_jax", "pod.pid")
     while not condition():
-        if time.monotonic() > deadline:
-            tail = open(log).read()[-3000:] if log and os.path.exists(log) else ""
-            raise AssertionError(f"no {what} after {DEADLINE_S:.0f} s: {tail}")
+        ended = not os.path.exists(f"/proc/{open(pid_file).read().strip()}") if os.path.exists(pid_file) else False
+        if ended or time.monotonic() > deadline:
+            tail = open(log).read()[-3000:] if os.path.exists(log) else "(no log)"
+            raise AssertionError(f"no {what}: {'the worker script ended' if ended else 'deadline'}; its log: {tail}")
         time.sleep(0.05)
 
 
@@ -113,7 +116,7 @@ def preempted_sweep(repo, sweep_file, tmp_path_factory):
     shutil.copy(FIT_CACHE, fit_cache)
     commit = git("rev-parse", "HEAD", cwd=repo)
     fake = FakeCloud(tmp, {"queued_resources": {"pod": [SLOW_SLICE, ["PROVISIONING", "ACTIVE"]]}},
-                     worker_env={f"env-{pod.lock_hash(commit, repo)}": sys.executable})
+                     worker_env={f"env-{pod.lock_hash(commit, repo)}": sys.executable}, preempt_after={"pod": STOP})
     root = str(tmp / "bucket")
     workdir = f"{root}/pod_sweep/{RUN}"
     out = {"fake": fake, "root": root, "workdir": workdir, "commit": commit, "repo": repo, "fit_cache": fit_cache}
@@ -121,8 +124,10 @@ def preempted_sweep(repo, sweep_file, tmp_path_factory):
         out["launch"] = cli(repo, fake, *tpu_args(sweep_file, root, "--execute", "--spot"), fit_cache=fit_cache)
         assert out["launch"].returncode == 0, out["launch"].stderr
         out["calls_at_launch"] = launcher_calls(fake)
-        log = os.path.join(fake.worker_homes("pod")[0], "llama_jax", f"{RUN}.worker-0.log")
-        wait_for(lambda: (launch.latest_step(workdir) or 0) >= 10, "checkpoint of step 10", log)
+        home = fake.worker_homes("pod")[0]
+        wait_for(lambda: os.path.exists(f"{workdir}/metrics.jsonl") and any(
+            r.get("step") == STOP for r in read_metrics(workdir)), f"step {STOP}", home,
+            os.path.join(home, "llama_jax", f"{RUN}.worker-0.log"))
         out["status_training"] = cli(repo, fake, *tpu_args(sweep_file, root, "--status"), fit_cache=fit_cache)
         fake.preempt("pod")
         out["step_at_preemption"] = launch.latest_step(workdir)
@@ -141,26 +146,27 @@ def test_a_slow_slice_is_polled_until_active_then_training_starts_detached(preem
     verbs = [" ".join(call[:5]) for call in calls]
     create = next(call for call in calls if call[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"])
     assert "--spot" in create and "--accelerator-type=v5p-8" in create and "--node-id=pod" in create
-    ssh = verbs.index("gcloud compute tpus tpu-vm ssh")
-    describes = [v for v in verbs[:ssh] if v.endswith("queued-resources describe")]
+    created, ssh = verbs.index(" ".join(create[:5])), verbs.index("gcloud compute tpus tpu-vm ssh")
+    describes = [v for v in verbs[created:ssh] if v.endswith("queued-resources describe")]
     assert len(describes) == len(SLOW_SLICE)  # every state passed through, started on the first ACTIVE
     assert verbs.count("gcloud compute tpus tpu-vm ssh") == 1
     # The launcher returned: the run went on without it, and a new process reads its progress.
     status = preempted_sweep["status_training"]
     assert status.returncode == 0, status.stderr
     line = next(line for line in status.stdout.splitlines() if line.startswith(RUN))
-    assert f"{RUN}  pod  training {RUN} at step " in line and int(line.rsplit(" ", 1)[1]) >= 10
+    assert line == f"{RUN}  pod  training {RUN} at step {STOP}"
 
 
 def test_a_preempted_slice_is_recreated_and_the_run_resumes_exactly(preempted_sweep, sweep_file):
     steps = sweep.load(sweep_file).get_config().train.steps
-    assert 10 <= preempted_sweep["step_at_preemption"] < steps  # preempted mid-run
+    assert preempted_sweep["step_at_preemption"] == STOP + 1 < steps  # its checkpoint at the preemption
     assert "preempted (SUSPENDED by the service)" in preempted_sweep["status_preempted"].stdout
     watch_calls = launcher_calls(preempted_sweep["fake"])[len(preempted_sweep["calls_at_launch"]):]
     verbs = [" ".join(call[:5]) for call in watch_calls if call[:2] == ["gcloud", "compute"]]
     deletes = [i for i, v in enumerate(verbs) if v.endswith("delete")]
     assert len(deletes) == 2  # the preempted slice, then the finished run's
-    assert verbs[deletes[0] + 1].endswith("create") and "gcloud compute tpus tpu-vm ssh" in verbs[deletes[0]:deletes[1]]
+    after = [v for v in verbs[deletes[0] + 1:deletes[1]] if not v.endswith("describe")]
+    assert after == ["gcloud compute tpus queued-resources create", "gcloud compute tpus tpu-vm ssh"]
     assert preempted_sweep["fake"].state()["queued_resources"] == {}  # nothing left running
     assert f"{RUN}  pod  finished" in preempted_sweep["status_finished"].stdout
     # The resumed run is the uninterrupted one: the same loss at every step.
@@ -251,7 +257,7 @@ def test_xpk_workloads_are_created_listed_and_deleted_once_finished(preempted_sw
     assert "--config.train.microbatches=1" in command  # the fit search's setting
     assert f"{RUN}  pod-sweep-debug-10-24k  quotareserved: Quota reserved in ClusterQueue cluster-queue" in \
         run("--status").stdout
-    shutil.copytree(preempted_sweep["workdir"], f"{root}/pod_sweep/{RUN}")  # as if the workload had trained it
+    shutil.copytree(preempted_sweep["workdir"], f"{root}/pod_sweep/{RUN}", dirs_exist_ok=True)  # as if trained there
     assert f"{RUN}  pod-sweep-debug-10-24k  finished" in run("--status").stdout
     assert run("--execute").returncode == 0
     assert fake.state()["workloads"] == {}
