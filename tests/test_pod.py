@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from fake_cloud import FakeCloud
+from fake_cloud import FakeCloud, free_job_id
 from helpers import DEADLINE_S
 
 from experiments import launch, pod, runs, sweep
@@ -173,10 +173,13 @@ def test_a_preempted_slice_is_recreated_and_the_run_resumes_exactly(preempted_sw
     records = read_metrics(preempted_sweep["workdir"])
     assert {"step": preempted_sweep["step_at_preemption"], "resumed_from": preempted_sweep["step_at_preemption"]} \
         .items() <= next(r for r in records if "resumed_from" in r).items()
-    from llama_jax.train import train
-
+    # The uninterrupted run: the workers' own command, in a one-process cluster as theirs was.
     reference = os.path.join(os.path.dirname(preempted_sweep["root"]), "uninterrupted")
-    train(sweep.load(sweep_file).get_config(), reference)
+    config = f"--config={sweep_file}:{sweep.load(sweep_file).sweep()[0]}"
+    env = {**os.environ, "SLURM_JOB_ID": str(free_job_id()), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "1",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "PYTHONPATH": preempted_sweep["repo"]}
+    subprocess.run([sys.executable, "-m", "llama_jax.train", "--multihost", config, f"--workdir={reference}"],
+                   cwd=preempted_sweep["repo"], env=env, check=True, capture_output=True, timeout=DEADLINE_S)
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     assert [s for s, _ in losses] == list(range(1, steps + 1))
     assert losses == [(r["step"], r["loss"]) for r in read_metrics(reference) if "loss" in r]
