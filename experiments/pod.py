@@ -247,9 +247,11 @@ def pod_dir(root: str, lane: Sequence[Run]) -> epath.Path:
 
 
 def run_progress(run: Run, root: str) -> tuple[bool, int | None]:
-    """(finished, last logged step or None) of `run` from its workdir."""
-    if launch.is_finished(run, root):
-        return True, run.config.train.steps
+    """(finished, its step or None) of `run` from its workdir: the last step of metrics.jsonl, or of its latest
+    checkpoint when that is later (or the only one there)."""
+    latest = launch.latest_step(run.workdir(root))
+    if latest == run.config.train.steps:
+        return True, latest
     metrics = epath.Path(run.workdir(root)) / "metrics.jsonl"
     step = None
     if metrics.exists():
@@ -258,7 +260,8 @@ def run_progress(run: Run, root: str) -> tuple[bool, int | None]:
                 step = json.loads(line).get("step", step)
             except json.JSONDecodeError:
                 continue  # a line being written
-    return False, step
+    steps = [s for s in (step, latest) if s is not None]
+    return False, max(steps) if steps else None
 
 
 @dataclasses.dataclass
@@ -315,7 +318,10 @@ class Cloud:
     def describe(self, slices: Slices, name: str) -> dict | None:
         """The queued resource `name` as `describe --format=json` gives it; None when it does not exist."""
         command = slices.describe(name)
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise CloudError("gcloud is not installed (https://cloud.google.com/sdk/docs/install)") from None
         if result.returncode:
             if "NOT_FOUND" in result.stderr or "not found" in result.stderr.lower():
                 return None
@@ -508,10 +514,10 @@ class Pod:
     def _print_plan(self, cloud: Cloud, commit: str, watch: bool, poll_s: float) -> None:
         """The commands `--execute` runs after shipping, in order, lane by lane."""
         for i, name in enumerate(self.names):
-            cloud.log(f"# lane {i}: {', '.join(run.name for run in self.lanes[i])} on {name}")
-            cloud.run(self.slices.create(name))
-            cloud.log(f"# every {poll_s:g} s until state.state is ACTIVE (FAILED: stop with failedData's reason):")
+            cloud.log(f"# lane {i}: {', '.join(run.name for run in self.lanes[i])} on {name}; its state, every "
+                      f"{poll_s:g} s (NOT_FOUND: request it; FAILED: stop with failedData's reason; ACTIVE: start)")
             cloud.run(self.slices.describe(name))
+            cloud.run(self.slices.create(name))
             self.start(cloud, i, commit, create_time="")
         if watch:
             cloud.log(f"# --watch: every {poll_s:g} s, describe each slice and read each run's workdir; a slice "

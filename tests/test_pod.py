@@ -201,11 +201,12 @@ def test_a_dry_run_prints_every_command_the_run_executed_in_order(preempted_swee
     assert dry.returncode == 0, dry.stderr
     printed = [line[2:] for line in dry.stdout.splitlines() if line.startswith("$ ")]
     assert printed[0].startswith(f"git -C {preempted_sweep['repo']} archive ")
-    executed = []  # each command once, where it first ran (describe ran at every poll)
-    for call in launcher_calls(preempted_sweep["fake"]):
-        if call not in executed:
-            executed.append(call)
-    assert [shlex.join(call) for call in executed] == printed[1:]
+    executed = [shlex.join(call) for call in launcher_calls(preempted_sweep["fake"])]
+    assert first_occurrences(executed) == first_occurrences(printed[1:])  # describe ran at every poll
+
+
+def first_occurrences(commands: list[str]) -> list[str]:
+    return list(dict.fromkeys(commands))
 
 
 @pytest.mark.parametrize("scenario", [
