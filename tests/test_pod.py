@@ -322,3 +322,18 @@ def test_workload_names_are_valid_and_unique_per_run():
     assert long_a != long_b
     for name in (long_a, long_b, xpk.workload(runs.Run("paper_sweep", "7b_1T", "", "", None))):
         assert len(name) <= 40 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+
+
+def test_max_slices_spreads_the_paper_sweep_over_queued_resources(repo, tmp_path):
+    fake = FakeCloud(tmp_path, {})
+    dry = cli(repo, fake, "--config=experiments/configs/paper_sweep.py", "--only=^(7b|13b)_1T$", "--launch=tpu",
+              "--topology=v5p-512", "--tpu=llama", "--zone=us-east5-a", "--workdir=gs://bucket/sweeps",
+              "--max_slices=2", "--best-effort", fit_cache=os.path.join(ROOT, "experiments", "results", "aot_fit.jsonl"))
+    assert dry.returncode == 0, dry.stderr
+    creates = [line for line in dry.stdout.splitlines() if " queued-resources create " in line]
+    assert [line.split()[7] for line in creates] == ["llama-0", "llama-1"]
+    assert all(line.startswith("$ gcloud alpha compute tpus") and line.endswith("--best-effort") for line in creates)
+    scripts = dry.stdout.split("the worker script:")[1:]
+    assert [sum(f"train gs://bucket/sweeps/paper_sweep/{run} " in script.split("$ ")[0] for run in ("13b_1T", "7b_1T"))
+            for script in scripts] == [1, 1]  # one run per slice
+    assert fake.calls() == []  # a dry run calls nothing
