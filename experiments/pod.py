@@ -554,10 +554,17 @@ class Xpk:
             name = name[:31].rstrip("-") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
         return name
 
-    def create(self, run: Run, root: str, overrides: tuple[str, ...] = ()) -> list[str]:
+    def create(self, run: Run, root: str, overrides: tuple[str, ...] = (), repo: str = REPO) -> list[str]:
+        """The workload of `run`: the image's copy of the repository runs its training command; so the sweep file
+        must be one of the repository's files (the image holds nothing else)."""
+        inside = os.path.relpath(os.path.abspath(run.config_file), repo)
+        if inside.startswith(".."):
+            raise CloudError(f"{run.config_file} is outside the repository {repo}: the image (Dockerfile) holds only "
+                             "the repository, so put the sweep file in experiments/configs/ and rebuild the image")
         extra = tuple(overrides) + ((f"--config.mesh.dcn_data={self.slices}",) if self.slices > 1 else ())
-        train = launch.train_command(run, root, python="python", overrides=extra)
-        command = f"cd {IMAGE_DIR} && " + shlex.join([*train[:3], "--multihost", *train[3:]])
+        _python, _m, _module, _config, *args = launch.train_command(run, root, python="python", overrides=extra)
+        train = ["python", "-m", "llama_jax.train", "--multihost", f"--config={inside}:{run.arg}", *args]
+        command = f"cd {IMAGE_DIR} && " + shlex.join(train)
         return ["xpk", "workload", "create", *self._where(), f"--workload={self.workload(run)}",
                 f"--tpu-type={self.topology.cloud_name}", f"--num-slices={self.slices}",
                 f"--docker-image={self.docker_image}", f"--command={command}", f"--max-restarts={self.max_restarts}",
@@ -645,6 +652,8 @@ class XpkSweep:
 
     def launch(self, cloud: Cloud, *, watch: bool, poll_s: float, max_polls: int | None = None) -> None:
         """Create the workloads; with `watch`, keep advancing every `poll_s` seconds until every run finished."""
+        for run in self.runs:
+            self.xpk.create(run, self.root)  # refuses a sweep file the image does not hold, before anything runs
         if not cloud.execute:
             cloud.run(self.xpk.list())
             self.advance(cloud)

@@ -247,9 +247,14 @@ def test_xpk_workloads_are_created_listed_and_deleted_once_finished(preempted_sw
         ["QuotaReserved", "Quota reserved in ClusterQueue cluster-queue"],
         ["Admitted", "Admitted by ClusterQueue cluster-queue"]]}})
     root = str(tmp_path / "bucket")
-    args = [f"--config={sweep_file}", "--launch=xpk", "--topology=v5p-8", "--cluster=research",
+    shutil.copy(sweep_file, os.path.join(preempted_sweep["repo"], "experiments", "configs"))  # the image holds it
+    args = ["--config=experiments/configs/pod_sweep.py", "--launch=xpk", "--topology=v5p-8", "--cluster=research",
             "--docker-image=us-docker.pkg.dev/p/llama/llama_jax:abc", "--zone=us-east5-a", f"--workdir={root}"]
     run = lambda *extra: cli(preempted_sweep["repo"], fake, *args, *extra, fit_cache=preempted_sweep["fit_cache"])  # noqa: E731
+    outside = cli(preempted_sweep["repo"], fake, f"--config={sweep_file}", *args[1:], "--execute",
+                  fit_cache=preempted_sweep["fit_cache"])
+    assert outside.returncode == 1 and outside.stderr.count("\n") == 1 and "is outside the repository" in outside.stderr
+    assert not os.path.exists(root) and launcher_calls(fake) == []
     created = run("--execute")
     assert created.returncode == 0, created.stderr
     create = next(call for call in launcher_calls(fake) if call[:3] == ["xpk", "workload", "create"])
@@ -259,6 +264,8 @@ def test_xpk_workloads_are_created_listed_and_deleted_once_finished(preempted_sw
     command = next(arg for arg in create if arg.startswith("--command="))
     assert "python -m llama_jax.train --multihost" in command and f"--workdir={root}/pod_sweep/{RUN}" in command
     assert "--config.train.microbatches=1" in command  # the fit search's setting
+    assert command.startswith("--command=cd /llama_jax && ") and "--config=experiments/configs/pod_sweep.py:" in command
+
     assert f"{RUN}  pod-sweep-debug-10-24k  quotareserved: Quota reserved in ClusterQueue cluster-queue" in \
         run("--status").stdout
     shutil.copytree(preempted_sweep["workdir"], f"{root}/pod_sweep/{RUN}", dirs_exist_ok=True)  # as if trained there
