@@ -50,6 +50,7 @@ GONE = ("SUSPENDING", "SUSPENDED", "FAILED", "DELETING")  # the slice is lost (o
 TIERS = ("spot", "reserved", "best-effort")  # best-effort is a flag of `gcloud alpha` only
 METADATA = "http://metadata.google.internal/computeMetadata/v1/instance/attributes"
 EXTRAS = "tpu,data"  # what a worker installs: jax[tpu] and the tf.data mixture
+START_ATTEMPTS = 5  # --watch retries starting a slice's workers this many polls before it gives up
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_DIR = "/llama_jax"  # where the Dockerfile puts the code
 
@@ -383,6 +384,7 @@ class Pod:
     repo: str = REPO
 
     def __post_init__(self):
+        self._start_failures: dict[str, int] = {}
         self.lanes = lanes(self.runs, self.max_slices, self.cost)
         self.names = [self.slices.name(i, len(self.lanes)) for i in range(len(self.lanes))]
 
@@ -424,8 +426,10 @@ class Pod:
         if cloud.execute:
             os.remove(os.path.join(staging, f"llama_jax-{commit}.tar.gz"))
             for run in self.runs:
-                epath.Path(run.workdir(self.root)).mkdir(parents=True, exist_ok=True)
-                launch.write_run_record(run, run.workdir(self.root), commit=commit)
+                record = epath.Path(run.workdir(self.root)) / "run.json"
+                if not (record.exists() and json.loads(record.read_text()).get("commit") == commit):
+                    epath.Path(run.workdir(self.root)).mkdir(parents=True, exist_ok=True)
+                    launch.write_run_record(run, run.workdir(self.root), commit=commit)
         return commit
 
     def script_url(self, name: str) -> str:
@@ -471,7 +475,16 @@ class Pod:
                 state.state = "CREATING"
             elif state.state == "ACTIVE" and not state.started:
                 cloud.log(f"{name}: ACTIVE; starting {state.run} on every worker")
-                self.start(cloud, i, commit, state.create_time)
+                try:
+                    self.start(cloud, i, commit, state.create_time)
+                except CloudError as error:  # workers not reachable yet (ssh keys propagating, a VM booting)
+                    failures = self._start_failures[name] = self._start_failures.get(name, 0) + 1
+                    if not recreate or failures >= START_ATTEMPTS:
+                        raise
+                    cloud.log(f"{name}: start failed ({error}); again at the next poll")
+                    states.append(state)
+                    continue
+                self._start_failures.pop(name, None)
                 state.started = True
             elif state.state == "FAILED" and not (recreate and ran_before):
                 raise CloudError(f"queued resource {name} FAILED: {state.reason or 'no reason given'}")

@@ -24,9 +24,10 @@ With `preempt_after={NAME: STEP}`, the first VMs of NAME train up to step STEP a
 preemption (`preempt`), so that it lands at a known step.
 
 The scenario: {"queued_resources": {NAME: [[state, ...] per incarnation]}, "create_errors": {NAME: message},
-"workers": N, "workloads": {WORKLOAD: [[status, message], ...]}}; a state "FAILED: message" fails with that
-message, "SUSPENDED" is a preemption (stateInitiator SERVICE). `preempt(name)` preempts an ACTIVE slice now: its
-training processes get SIGTERM, as a TPU VM's do, and its state becomes SUSPENDED.
+"ssh_failures": {NAME: n}, "workers": N, "workloads": {WORKLOAD: [[status, message], ...]}}; a state
+"FAILED: message" fails with that message, "SUSPENDED" is a preemption (stateInitiator SERVICE). `preempt(name)`
+preempts an ACTIVE slice now: its training processes get SIGTERM, as a TPU VM's do, and its state becomes
+SUSPENDED.
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ def _locked(directory: str):
     with open(os.path.join(directory, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = _load(directory)
-        yield state
-        _save(directory, state)
+        try:
+            yield state
+        finally:  # a call that fails (exits) keeps what it changed before, as the cloud would
+            _save(directory, state)
 
 
 def _home(directory: str, name: str, incarnation: int, worker: int) -> str:
@@ -307,7 +310,13 @@ def tpu_vm_ssh(directory: str, args: list[str]) -> None:
 
 
 def run_on_workers(directory: str, state: dict, name: str, resource: dict, command: str) -> None:
-    """`command` under bash on every worker, as the TPU VM's ssh session would run it; the first failure fails."""
+    """`command` under bash on every worker, as the TPU VM's ssh session would run it; the first failure fails.
+    The scenario's "ssh_failures": {NAME: n} makes the first n sessions fail as an unreachable VM's do."""
+    failures = state["scenario"].get("ssh_failures", {})
+    if failures.get(name, 0) > 0:
+        failures[name] -= 1
+        fail("ssh: connect to host 10.130.0.12 port 22: Connection refused\n"
+             "ERROR: (gcloud.compute.tpus.tpu-vm.ssh) [/usr/bin/ssh] exited with return code [255].", 255)
     workers = resource["workers"]
     job_id = free_job_id()
     for worker in range(workers):

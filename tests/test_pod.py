@@ -344,3 +344,21 @@ def test_max_slices_spreads_the_paper_sweep_over_queued_resources(repo, tmp_path
     assert [sum(f"train gs://bucket/sweeps/paper_sweep/{run} " in script.split("$ ")[0] for run in ("13b_1T", "7b_1T"))
             for script in scripts] == [1, 1]  # one run per slice
     assert fake.calls() == []  # a dry run calls nothing
+
+
+def test_watch_retries_starting_workers_that_are_not_reachable_yet(repo, sweep_file, tmp_path):
+    commit = git("rev-parse", "HEAD", cwd=repo)
+    # Workers whose python fails at once: this test is about the launcher, not the training.
+    fake = FakeCloud(tmp_path, {"ssh_failures": {"pod": 2}}, worker_env={f"env-{pod.lock_hash(commit, repo)}": "false"})
+    slices = pod.Slices("pod", "us-east5-a", aot.parse_topology("v5p-8"))
+    target = pod.Pod(sweep.expand(sweep_file), str(tmp_path / "bucket"), slices, sweep_file, repo=repo)
+    with fake.on_path(), pytest.raises(pod.CloudError, match="gave up after 6 polls: pod: starting debug_10.24k"):
+        target.launch(pod.Cloud(execute=True, log=lambda line: None), watch=True, poll_s=0, max_polls=6)
+    ssh = [call for call in launcher_calls(fake) if call[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]]
+    assert len(ssh) == 3  # two refused, the third started the workers, and none after it
+    record = json.loads((tmp_path / "bucket" / "pod_sweep" / ".pod" / "pod.json").read_text())
+    assert record["commit"] == commit and record["runs"] == [RUN]
+    without_watch = pod.Pod(sweep.expand(sweep_file), str(tmp_path / "bucket2"), slices, sweep_file, repo=repo)
+    fake_again = FakeCloud(tmp_path / "again", {"ssh_failures": {"pod": 1}})
+    with fake_again.on_path(), pytest.raises(pod.CloudError, match="Connection refused|exit 255"):
+        without_watch.launch(pod.Cloud(execute=True, log=lambda line: None), watch=False, poll_s=0, max_polls=6)
