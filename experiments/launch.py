@@ -1,5 +1,5 @@
-"""Running a sweep's runs: locally one after another, each a `python -m llama_jax.train` process, or on a TPU pod
-slice through gcloud (commands printed, and run only when asked).
+"""Running a sweep's runs locally, one after another, each a `python -m llama_jax.train` process (TPU pods:
+experiments.pod), and what both launchers share: the training command, the run record, a run's latest step.
 
 Locally every run is resumable exactly as `llama_jax.train` is: a run whose final checkpoint exists is skipped, a
 killed one resumes from its latest checkpoint, and a cooldown branch (Hägele et al. 2024) starts from the
@@ -24,12 +24,8 @@ from collections.abc import Callable
 import orbax.checkpoint as ocp
 from etils import epath
 
-from experiments.sweep import Run
-from llama_jax.aot import Topology
+from experiments.runs import Run
 
-# Software versions of TPU VMs (Cloud TPU "TPU software versions" page), by generation.
-RUNTIME_VERSIONS = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite", "v5p": "v2-alpha-tpuv5",
-                    "v6e": "v2-alpha-tpuv6e"}
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child receives when its parent dies
 
 
@@ -84,7 +80,7 @@ def run_local(runs: list[Run], root: str, log: Callable[[str], None] = print) ->
             records.append({"run": run.name, "status": "skipped", "wall_s": 0.0})
             continue
         os.makedirs(workdir, exist_ok=True)
-        _write_run_record(run, workdir)
+        write_run_record(run, workdir)
         command = train_command(run, root)
         log(f"{run.name}: training {run.config.train.steps} steps ({shlex.join(command[1:])}); log in {workdir}/train.log")
         start = time.perf_counter()
@@ -104,44 +100,9 @@ def run_local(runs: list[Run], root: str, log: Callable[[str], None] = print) ->
     return records
 
 
-def _write_run_record(run: Run, workdir: str) -> None:
-    """WORKDIR/run.json: the run's sweep, name, spec and config, read by experiments.collect."""
+def write_run_record(run: Run, workdir: str, commit: str | None = None) -> None:
+    """WORKDIR/run.json: the run's sweep, name, spec, config and (launched on a pod) the commit it runs, read by
+    experiments.collect."""
     record = {"sweep": run.sweep, "run": run.name, "config_file": run.config_file, "arg": run.arg,
-              "branch": run.branch, "config": json.loads(run.config.to_json())}
+              "branch": run.branch, "config": json.loads(run.config.to_json()), "commit": commit}
     (epath.Path(workdir) / "run.json").write_text(json.dumps(record, indent=1))
-
-
-def tpu_commands(runs: list[Run], root: str, topology: Topology, *, tpu: str, zone: str, project: str = "",
-                 slices: int = 1, runtime_version: str = "", repo_dir: str = "llama_jax",
-                 overrides: dict[str, tuple[str, ...]] | None = None) -> list[list[str]]:
-    """gcloud commands that run `runs` one after another on a pod slice, or on `slices` slices joined over DCN
-    (multi-slice: `mesh.dcn_data` = slices): one queued-resource request, then per run one ssh to every host of
-    every slice, each running the same training command (--multihost). `overrides` maps run names to extra
-    `--config.*` flags (the fit search's microbatches and remat policy)."""
-    project_flag = [f"--project={project}"] if project else []
-    create = ["gcloud", "compute", "tpus", "queued-resources", "create", tpu, f"--zone={zone}", *project_flag,
-              f"--accelerator-type={topology.cloud_name}",
-              f"--runtime-version={runtime_version or RUNTIME_VERSIONS[topology.generation]}"]
-    if slices > 1:
-        create += [f"--node-count={slices}", f"--node-prefix={tpu}"]
-        ssh = ["gcloud", "compute", "tpus", "queued-resources", "ssh", tpu, f"--zone={zone}", *project_flag,
-               "--node=all", "--worker=all"]
-    else:
-        create += [f"--node-id={tpu}"]
-        ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, f"--zone={zone}", *project_flag, "--worker=all"]
-    commands = [create]
-    for run in runs:
-        extra = tuple((overrides or {}).get(run.name, ())) + ((f"--config.mesh.dcn_data={slices}",) if slices > 1 else ())
-        train = train_command(run, root, python=".venv/bin/python", overrides=extra)
-        remote = f"cd {repo_dir} && make install && {shlex.join(train[:3] + ['--multihost'] + train[3:])}"
-        commands.append([*ssh, f"--command={remote}"])
-    return commands
-
-
-def execute(commands: list[list[str]], log: Callable[[str], None] = print) -> None:
-    """Run `commands` in order, stopping at the first that fails (RuntimeError naming it)."""
-    for command in commands:
-        log(f"$ {shlex.join(command)}")
-        status = subprocess.call(command)
-        if status:
-            raise RuntimeError(f"exit status {status}: {shlex.join(command)}")

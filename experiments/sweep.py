@@ -1,10 +1,11 @@
 """Sweeps: a study declared in one experiment file, expanded into locked run configs, tabulated with what each
-run costs, and run locally or on a TPU pod (experiments.launch).
+run costs, and run locally (experiments.launch) or on TPU pods (experiments.pod).
 
     python -m experiments.sweep --config=experiments/configs/paper_sweep.py --dry-run --topology=v5p-512
     python -m experiments.sweep --config=experiments/configs/cpu_sweep.py --workdir=workdirs      # trains them
     python -m experiments.sweep --config=experiments/configs/paper_sweep.py --launch=tpu --topology=v5p-512 \\
-        --tpu=NAME --zone=ZONE --workdir=gs://BUCKET [--slices=2] [--execute]
+        --tpu=NAME --zone=ZONE --workdir=gs://BUCKET [--max_slices=K] [--spot] [--execute] [--watch | --status]
+    python -m experiments.sweep --config=... --launch=xpk --topology=v5p-512 --cluster=C --docker-image=IMAGE ...
 
 A sweep file defines `get_config(arg)`, the locked config of the run that the spec `arg` describes
 (`size=7b,tokens=1e12`, experiments.spec), `sweep()`, the specs of its runs, and `data_tokens(config)`, the unique
@@ -29,37 +30,11 @@ import sys
 from typing import Any
 
 from experiments import spec
+from experiments.runs import Run
 from llama_jax import cli
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, Table 3 (approach 1)
 DEFAULT_FIT_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "aot_fit.jsonl")
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One run of a sweep: its name, spec, locked config, and the run and step it branches from (or None)."""
-
-    sweep: str
-    name: str
-    arg: str
-    config_file: str
-    config: Any = dataclasses.field(repr=False)
-    branch: tuple[str, int] | None = None
-
-    def workdir(self, root: str, name: str | None = None) -> str:
-        """The workdir of this run (or of the sweep's run `name`) under `root`."""
-        return f"{root.rstrip('/')}/{self.sweep}/{name or self.name}"
-
-    @property
-    def parsed(self) -> spec.Spec:
-        """The run's spec: size, tokens, knobs, flags."""
-        return spec.parse(self.arg, knobs=None, flags=None)
-
-    @property
-    def trained_tokens(self) -> int:
-        """Tokens this run trains on itself: all of them, or a branch's cooldown only."""
-        first = self.branch[1] if self.branch else 0
-        return (self.config.train.steps - first) * self.config.train.global_batch_size * self.config.train.seq_len
 
 
 def load(config_file: str):
@@ -238,23 +213,63 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--topology", help="TPU slice, v5p-512 (Cloud) or v5p:4x8x8 (libtpu): costs and fit columns")
     parser.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilisation assumed for the hours")
     parser.add_argument("--fit-cache", "--fit_cache", default=DEFAULT_FIT_CACHE, help="JSON lines of AOT fit results")
-    parser.add_argument("--launch", choices=("local", "tpu"), default="local", help="where the runs train")
+    parser.add_argument("--launch", choices=("local", "tpu", "xpk"), default="local",
+                        help="where the runs train: here, on queued resources (gcloud), on GKE (xpk)")
     parser.add_argument("--workdir", default="workdirs", help="root of the workdirs (<workdir>/<sweep>/<run>)")
-    parser.add_argument("--execute", action="store_true", help="with --launch=tpu: run the gcloud commands")
-    parser.add_argument("--tpu", help="with --launch=tpu: the queued resource (and node) name")
-    parser.add_argument("--zone", help="with --launch=tpu: the Cloud zone")
-    parser.add_argument("--project", default="", help="with --launch=tpu: the Cloud project (default: gcloud's)")
-    parser.add_argument("--slices", type=int, default=1, help="with --launch=tpu: slices joined over DCN")
+    parser.add_argument("--execute", action="store_true", help="with --launch=tpu|xpk: run the commands (else print)")
+    parser.add_argument("--status", action="store_true", help="with --launch=tpu|xpk: each run's state, then exit")
+    parser.add_argument("--watch", action="store_true", help="with --launch=tpu|xpk: recreate preempted or failed "
+                        "slices (resuming their runs) and delete finished ones, until every run finished")
+    parser.add_argument("--poll-s", "--poll_s", type=float, default=60.0, help="seconds between polls of the cloud")
+    parser.add_argument("--tpu", help="with --launch=tpu: the queued resource (and node) name; lanes add -<i>")
+    parser.add_argument("--zone", help="with --launch=tpu: the Cloud zone (xpk: the cluster's, optional)")
+    parser.add_argument("--project", default="", help="with --launch=tpu|xpk: the Cloud project (default: gcloud's)")
+    parser.add_argument("--slices", type=int, default=1, help="with --launch=tpu|xpk: slices per run, joined over DCN")
+    parser.add_argument("--max-slices", "--max_slices", type=int, default=1,
+                        help="with --launch=tpu: queued resources the sweep's runs are spread over")
+    for name in ("spot", "reserved", "best-effort"):
+        parser.add_argument(f"--{name}", action="store_true", help=f"with --launch=tpu: request {name} capacity")
     parser.add_argument("--runtime-version", "--runtime_version", default="", help="TPU VM software version")
+    parser.add_argument("--cluster", help="with --launch=xpk: the GKE cluster (xpk cluster create)")
+    parser.add_argument("--docker-image", "--docker_image", help="with --launch=xpk: the image built from Dockerfile")
+    parser.add_argument("--max-restarts", "--max_restarts", type=int, default=3,
+                        help="with --launch=xpk: restarts of a failed workload (each resumes its checkpoint)")
     args = cli.parse_args(parser, argv)
+    tiers = [name for name in ("spot", "reserved", "best-effort") if getattr(args, name.replace("-", "_"))]
+    if len(tiers) > 1:
+        raise cli.UsageError(f"give one of --spot, --reserved and --best-effort, not {' and '.join(tiers)}")
+    args.tier = tiers[0] if tiers else ""
+    remote = args.launch in ("tpu", "xpk")
     if args.launch == "tpu" and not (args.topology and args.tpu and args.zone):
         raise cli.UsageError("--launch=tpu needs --topology, --tpu and --zone")
-    if args.execute and args.launch != "tpu":
-        raise cli.UsageError("--execute runs the gcloud commands of --launch=tpu; local runs start without it")
+    if args.launch == "tpu":
+        from experiments import pod
+
+        try:
+            pod.check_name(args.tpu)
+        except ValueError as error:
+            raise cli.UsageError(str(error)) from None
+    if args.launch == "xpk" and not (args.topology and args.cluster and args.docker_image):
+        raise cli.UsageError("--launch=xpk needs --topology, --cluster and --docker-image")
+    for flag in ("execute", "status", "watch"):
+        if getattr(args, flag) and not remote:
+            raise cli.UsageError(f"--{flag} is for --launch=tpu or --launch=xpk; local runs start without it")
+    if args.status and (args.execute or args.watch):
+        raise cli.UsageError("--status only reads; give it without --execute and --watch")
+    if args.watch and args.dry_run:
+        raise cli.UsageError("--watch runs commands; without --execute it prints what it would run")
     if not 0 < args.mfu <= 1:
         raise cli.UsageError(f"--mfu={args.mfu} must be in (0, 1]")
-    if args.slices < 1:
-        raise cli.UsageError(f"--slices={args.slices} must be at least 1")
+    for flag in ("slices", "max_slices"):
+        if getattr(args, flag) < 1:
+            raise cli.UsageError(f"--{flag}={getattr(args, flag)} must be at least 1")
+    if args.max_restarts < 0:
+        raise cli.UsageError(f"--max_restarts={args.max_restarts} must be at least 0")
+    if not args.poll_s > 0:
+        raise cli.UsageError(f"--poll_s={args.poll_s} must be positive")
+    if args.launch == "xpk" and (args.tier or args.max_slices > 1 or args.tpu):
+        raise cli.UsageError("--spot/--reserved/--best-effort, --max_slices and --tpu are for --launch=tpu; xpk "
+                             "workloads run on the cluster's node pools")
     return args
 
 
@@ -279,6 +294,12 @@ def table(config_file: str, only: str | None = None, topology: str | None = None
 def main() -> None:
     args = parse_args(sys.argv[1:])
     runs = expand(args.config, args.only)
+    if args.status:
+        from experiments import pod
+
+        for run, where, state in remote_target(args, runs).status(pod.Cloud(execute=True)):
+            print(f"{run}  {where}  {state}")
+        return
     rows = table(args.config, args.only, args.topology, args.mfu, args.fit_cache, args.slices,
                  log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.topology:
@@ -290,25 +311,41 @@ def main() -> None:
     print(format_table(rows))
     if args.dry_run:
         return
-    from experiments import launch
-
     if args.launch == "local":
+        from experiments import launch
+
         launch.run_local(runs, args.workdir)
         return
+    from experiments import pod
+
     fits = {row["run"]: row["fit"] for row in rows}
     unfit = [name for name, fit in fits.items() if not fit["fits"]]
     if unfit:
         raise ValueError(f"{unfit} fit {args.topology} with no microbatch count or remat policy; use a larger slice")
-    commands = launch.tpu_commands(runs, args.workdir, topology, tpu=args.tpu, zone=args.zone, project=args.project,
-                                   slices=args.slices, runtime_version=args.runtime_version,
-                                   overrides={name: fit_overrides(fit) for name, fit in fits.items()})
-    if args.execute:
-        launch.execute(commands)
-        return
-    import shlex
+    overrides = {name: fit_overrides(fit) for name, fit in fits.items()}
+    cloud = pod.Cloud(execute=args.execute)
+    target = remote_target(args, runs, overrides, {row["run"]: row["trained_flops"] for row in rows})
+    target.launch(cloud, watch=args.watch, poll_s=args.poll_s)
+    if not args.execute:
+        print("# printed only; add --execute to run these commands")
 
-    print("\n".join(shlex.join(command) for command in commands))
-    print(f"# printed only; add --execute to run these {len(commands)} commands")
+
+def remote_target(args: argparse.Namespace, runs: list[Run], overrides: dict | None = None,
+                  flops: dict[str, float] | None = None):
+    """The sweep's runs on queued resources (experiments.pod.Pod) or on GKE (experiments.pod.XpkSweep)."""
+    from experiments import pod
+    from llama_jax import aot
+
+    topology = aot.parse_topology(args.topology)
+    if args.launch == "xpk":
+        xpk = pod.Xpk(args.cluster, topology, args.docker_image, zone=args.zone or "", project=args.project,
+                      slices=args.slices, max_restarts=args.max_restarts)
+        return pod.XpkSweep(runs, args.workdir, xpk, overrides or {})
+    slices = pod.Slices(args.tpu, args.zone, topology, project=args.project, slices=args.slices,
+                        runtime_version=args.runtime_version, tier=args.tier)
+    cost = (lambda run: flops[run.name]) if flops else None
+    return pod.Pod(runs, args.workdir, slices, args.config, max_slices=args.max_slices, overrides=overrides or {},
+                   cost=cost)
 
 
 if __name__ == "__main__":

@@ -175,22 +175,6 @@ def test_bad_topology_names_are_clear_errors(name):
         aot.parse_topology(name)
 
 
-def test_tpu_launch_commands_use_queued_resources_and_ssh_to_every_worker():
-    runs = sweep.expand(os.path.join(CONFIGS, "paper_sweep.py"), only="^7b_1T$")
-    topology = aot.parse_topology("v5p-512")
-    overrides = {"7b_1T": ("--config.train.microbatches=2", "--config.model.remat_policy=none")}
-    single = launch.tpu_commands(runs, "gs://b", topology, tpu="pod", zone="z", overrides=overrides)
-    assert single[0][:6] == ["gcloud", "compute", "tpus", "queued-resources", "create", "pod"]
-    assert "--accelerator-type=v5p-512" in single[0] and "--node-id=pod" in single[0]
-    ssh = single[1]
-    assert ssh[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod"] and "--worker=all" in ssh
-    remote = ssh[-1]
-    assert "llama_jax.train --multihost" in remote and "paper_sweep.py:size=7b,tokens=1e+12" in remote
-    assert "--workdir=gs://b/paper_sweep/7b_1T" in remote and "--config.train.microbatches=2" in remote
-    multi = launch.tpu_commands(runs, "gs://b", topology, tpu="pod", zone="z", slices=2)
-    assert "--node-count=2" in multi[0] and "--node=all" in multi[1] and "--config.mesh.dcn_data=2" in multi[1][-1]
-
-
 # ---------------------------------------------------------------------------- branches and interrupted sweeps
 def _final_losses(root: str) -> dict[str, float]:
     out = {}
