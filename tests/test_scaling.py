@@ -282,8 +282,8 @@ def test_the_committed_fit_refits_from_the_committed_csv():
 # ---------------------------------------------------------------------------------- the study's design file
 def test_the_isoflop_design_brackets_the_committed_fits_optimum_and_holds_out_10x():
     from experiments.configs import cpu_isoflop as study
-    from llama_jax import info
-    from llama_jax.train_step import model_config
+    from llama_jax.perf import info
+    from llama_jax.train.step import model_config
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "results")
     fitted = json.loads(open(os.path.join(root, "fits.json")).read())["fit"]

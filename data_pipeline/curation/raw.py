@@ -14,8 +14,8 @@ import os
 import shutil
 
 from data_pipeline import corpus
-from data_pipeline.sources import SOURCE_NAMES
 from llama_jax import cli
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 DEFAULT_DIR = ".cache/raw"
 

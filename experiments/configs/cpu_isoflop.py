@@ -41,9 +41,10 @@ import csv
 import math
 import os
 
-from data_pipeline import sources
-from experiments import spec, tokenizer
+from experiments import spec
+from experiments import study_tokenizer as tokenizer
 from experiments.configs.common import base_config
+from llama_jax import corpus_spec
 
 # dim, layers (dim // 16 heads, SwiGLU hidden a multiple of 16).
 SIZES = {"d16l1": (16, 1), "d16l2": (16, 2), "d20l2": (20, 2), "d24l2": (24, 2), "d32l2": (32, 2),
@@ -65,7 +66,7 @@ TOKENS_PER_S = {"d16l1": 30e3, "d16l2": 28e3, "d20l2": 27e3, "d24l2": 25e3, "d32
 OVERHEAD = 1.15  # evaluations, compiles and process starts, on top of training
 BATCH, SEQ_LEN, VOCAB = 32, 128, 2048
 COOLDOWN = 0.2
-TOKENIZER = os.path.join(os.path.dirname(sources.DEFAULT_CORPUS), "study", f"tokenizer_{VOCAB}.model")
+TOKENIZER = os.path.join(os.path.dirname(corpus_spec.DEFAULT_CORPUS), "study", f"tokenizer_{VOCAB}.model")
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "cpu_isoflop.csv")
 LOSS = "eval/mixture/loss"
 
@@ -225,7 +226,7 @@ def estimated_seconds() -> dict[str, float]:
 
 def data_tokens(config) -> dict[str, float]:
     """Training tokens of each source of the bundled corpus under the study's tokenizer ({} before it is built)."""
-    corpus = sources.corpus_dir(config.data)
+    corpus = corpus_spec.corpus_dir(config.data)
     if not (os.path.exists(config.data.tokenizer) and os.path.exists(os.path.join(corpus, "manifest.json"))):
         return {}
     return tokenizer.corpus_tokens(corpus, config.data.tokenizer)
