@@ -33,6 +33,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.train.steps = 1000
     c.train.seq_len = 2048
     c.train.global_batch_size = 2048  # sequences; 2048 x 2048 = 4M tokens (Table 2)
+    # Derived, never set: follows both fields through every override (an ml_collections FieldReference).
+    c.train.tokens_per_step = c.train.get_ref("global_batch_size") * c.train.get_ref("seq_len")
     c.train.microbatches = 1  # gradient accumulation: the global batch is split into this many steps
     c.train.loss_chunk_size = 0  # > 0: the loss computes float32 logits this many positions at a time
     c.train.document_mask = True  # attention stays inside each packed document (False: plain causal)
@@ -121,7 +123,7 @@ def paper_config(preset: str) -> ml_collections.ConfigDict:
     c = base_config(preset)
     if preset in TABLE2:
         c.optimizer.peak_lr, tokens = TABLE2[preset]
-        c.train.steps = round(tokens / (c.train.global_batch_size * c.train.seq_len))
+        c.train.steps = round(tokens / c.train.tokens_per_step)
     c.model.dtype = "bfloat16"
     c.model.remat_policy = "save_linear"
     return c

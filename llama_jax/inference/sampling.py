@@ -48,7 +48,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from llama_jax import sharding
 from llama_jax.config import ModelConfig
-from llama_jax.model.llama import LLaMA, init_params
+from llama_jax.model.llama import LLaMA, abstract_params
 
 MIN_PROMPT_BUCKET = 16
 FINISH = ("running", "eos", "limit", "stop")  # device-side codes; 'limit' becomes 'length' or 'context'
@@ -245,7 +245,7 @@ class Decoder:
         params = param_shardings(self.config, self.mesh, self.rules)
         boxed = jax.eval_shape(lambda p: self._model(cache_length).apply(
             {"params": p}, jnp.zeros((batch, 1), jnp.int32), mutable=["cache"])[1]["cache"],
-            nn.meta.unbox(_boxed_params(self.config)))
+            nn.meta.unbox(abstract_params(self.config)))
         cache = sharding.named_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed), self.mesh, self.rules)
         rows, scalar = named(("batch",)), sharding.replicated(self.mesh)
         state = DecodeState(cache=cache, tokens=rows, positions=rows, out=named(("batch", None)), count=rows,
@@ -254,14 +254,9 @@ class Decoder:
                 "state": state}
 
 
-def _boxed_params(config: ModelConfig):
-    """The parameter tree as LLaMA.init boxes it (shapes and logical names, nothing allocated)."""
-    return jax.eval_shape(lambda key: init_params(config, key, length=1), jax.random.key(0))
-
-
 def param_shardings(config: ModelConfig, mesh: Mesh, rules: sharding.Rules):
     """NamedShardings of the parameters from their logical names and `rules`, as training lays them out."""
-    boxed = _boxed_params(config)
+    boxed = abstract_params(config)
     return sharding.named_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed), mesh, rules)
 
 

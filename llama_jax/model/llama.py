@@ -292,10 +292,16 @@ def init_params(config: ModelConfig, rng: jax.Array, length: int = 8):
     return LLaMA(config).init(rng, tokens)["params"]
 
 
+@functools.lru_cache(maxsize=32)
+def abstract_params(config: ModelConfig):
+    """The parameter tree as `LLaMA.init` boxes it: ShapeDtypeStructs with their logical axis names, nothing
+    allocated. The one abstract tree that shapes, shardings and conversion checks are read from; do not mutate."""
+    return jax.eval_shape(lambda rng: init_params(config, rng, length=1), jax.random.key(0))
+
+
 def param_shapes(config: ModelConfig):
     """ShapeDtypeStructs of the (unboxed) parameters, computed without allocating."""
-    boxed = jax.eval_shape(lambda rng: init_params(config, rng, length=1), jax.random.key(0))
-    return nn.meta.unbox(boxed)
+    return nn.meta.unbox(abstract_params(config))
 
 
 def count_params(config: ModelConfig) -> int:

@@ -223,10 +223,10 @@ def compile_for_topology(config, topology: str | Topology, mfu: float = 0.5, *, 
     if slices > 1:
         config.mesh.dcn_data = slices
     mesh = sharding.make_mesh(config, devices)
-    model = train_step.model_config(config)
-    state = train_step.abstract_state(config, mesh)
-    batch = train_step.abstract_batch(config, mesh)
-    tokens = config.train.global_batch_size * config.train.seq_len
+    run = train_step.setup(config, mesh)
+    model, state = run.model, run.abstract_state
+    batch = run.abstract_batch()
+    tokens = config.train.tokens_per_step
     fields = dict(
         topology=topology.libtpu_name if slices == 1 else f"{slices}x{topology.libtpu_name}",
         chips=len(devices),

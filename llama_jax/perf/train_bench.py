@@ -84,11 +84,12 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
     from llama_jax.train.synthetic import SyntheticStream
 
     mesh = sharding.make_mesh(config)
-    model = train_step.model_config(config)
     step_fn = train_step.make_train_step(config, mesh)  # first: it checks that the batch splits over the mesh
+    run = train_step.setup(config, mesh)
+    model = run.model
     stream = SyntheticStream(config)
-    batches = [train_step.device_batch(next(stream), config, mesh) for _ in range(DISTINCT_BATCHES)]
-    state = train_step.init_state(config, mesh, jax.random.PRNGKey(config.seed))
+    batches = [run.device_batch(next(stream)) for _ in range(DISTINCT_BATCHES)]
+    state = run.init_state(jax.random.PRNGKey(config.seed))
 
     start = time.perf_counter()
     compiled = step_fn.lower(state, batches[0]).compile()
@@ -109,7 +110,7 @@ def measure(config, steps: int = 10, warmup: int = 2) -> dict:
 
     devices = mesh.devices.size
     device = mesh.devices.flat[0]
-    tokens_per_s = config.train.global_batch_size * config.train.seq_len / step_s / devices
+    tokens_per_s = config.train.tokens_per_step / step_s / devices
     flops_per_s = tokens_per_s * flops.train_flops_per_token(model, config.train.seq_len)
     peak = flops.peak_flops(device.device_kind)
     peak_memory = peak_memory_bytes(device)
@@ -160,12 +161,13 @@ def fit(config) -> dict:
     from llama_jax.train import step as train_step
 
     mesh = sharding.make_mesh(config)
-    compiled = train_step.make_train_step(config, mesh).lower(
-        train_step.abstract_state(config, mesh), train_step.abstract_batch(config, mesh)).compile()
+    step_fn = train_step.make_train_step(config, mesh)  # first: it checks that the batch splits over the mesh
+    run = train_step.setup(config, mesh)
+    compiled = step_fn.lower(run.abstract_state, run.abstract_batch()).compile()
     planned = planned_bytes(compiled.memory_analysis())
     stats = mesh.devices.flat[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
-    model = train_step.model_config(config)
+    model = run.model
     return {
         "preset": str(config.get("model_preset", "custom")), "param_dtype": model.param_dtype, "remat": model.remat_policy,
         "global_batch": config.train.global_batch_size, "seq_len": config.train.seq_len,

@@ -38,6 +38,9 @@ MAY_CHANGE = (
     "model.scan_unroll",
     "model.linear_tokens",
 )
+# Fields computed from others (train.tokens_per_step = global_batch_size x seq_len): they cannot differ on their
+# own, and checkpoints written before they existed lack them.
+DERIVED = ("train.tokens_per_step",)
 
 
 class DataStateHandler(ocp.CheckpointHandler):
@@ -112,7 +115,7 @@ def check_same_run(saved: dict[str, Any], config, directory, may_differ: tuple[s
     differ = [
         f"{key}: {then.get(key, '<absent>')!r} in the checkpoint, {now.get(key, '<absent>')!r} now"
         for key in sorted(set(now) | set(then))
-        if not key.startswith(MAY_CHANGE + may_differ) and now.get(key) != then.get(key)
+        if not key.startswith(MAY_CHANGE + DERIVED + may_differ) and now.get(key) != then.get(key)
     ]
     if differ:
         raise ValueError(

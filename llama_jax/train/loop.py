@@ -115,7 +115,8 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config, devices)
     manager = checkpoint.manager(workdir, config)
-    target = ts.abstract_state(config, mesh)
+    run = ts.setup(config, mesh)  # rules, optimizer, schedule and shardings, derived once for the whole run
+    target = run.abstract_state
     restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
     if restored is None and branch is not None:
         restored = checkpoint.restore_branch(*branch, config, target)
@@ -131,7 +132,7 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
                  else "starting at step 0")
 
     compile_start = time.perf_counter()
-    train_step = ts.make_train_step(config, mesh).lower(target, ts.abstract_batch(config, mesh)).compile()
+    train_step = ts.make_train_step(config, mesh).lower(target, run.abstract_batch()).compile()
     logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
     writer = MetricsWriter(workdir, enabled=is_main, start_step=start)
@@ -140,7 +141,7 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
     elif evals.due(0):  # the untrained model: where accuracy-against-tokens curves start (chance)
         writer.write(0, {"tokens_seen": 0, **evals(state.params)})
     throughput = Throughput(config)
-    tokens_per_step = config.train.global_batch_size * config.train.seq_len
+    tokens_per_step = config.train.tokens_per_step
     progress = _progress_bar(start, config.train.steps, enabled=is_main)
     metrics: dict[str, float] = {}
     with sigterm_flag() as preempted:
@@ -156,7 +157,7 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
             batch = next(stream)
             data_wait = time.perf_counter() - tick
             check_token_ids(batch, config.model.vocab_size, step + 1, manager)
-            state, device_metrics = train_step(state, ts.device_batch(batch, config, mesh))
+            state, device_metrics = train_step(state, run.device_batch(batch))
             # Reading the metrics every step serialises host and device, which costs little against steps
             # of a real model and lets a non-finite step be named and never checkpointed.
             metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}

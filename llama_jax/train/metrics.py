@@ -19,7 +19,7 @@ class Throughput:
     """Accumulates step and data-wait times between two logged steps; turns them into rates."""
 
     def __init__(self, config):
-        self.tokens_per_step = config.train.global_batch_size * config.train.seq_len
+        self.tokens_per_step = config.train.tokens_per_step
         self.flops_per_token = train_flops_per_token(model_config(config), config.train.seq_len)
         peaks = [peak_flops(d.device_kind) for d in jax.devices()]
         self.peak = None if None in peaks else sum(peaks)  # every chip of the job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llama_jax import sharding
 from llama_jax.config import ModelConfig
-from llama_jax.model.llama import LLaMA, init_params
+from llama_jax.model.llama import LLaMA, abstract_params, init_params
 from llama_jax.model.loss import chunked_cross_entropy, cross_entropy
 from llama_jax.train.optim import learning_rate_schedule, make_optimizer
 
@@ -63,29 +65,59 @@ def check_batch_shape(config, mesh: Mesh) -> None:
         raise ValueError(f"train.seq_len={train.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}")
 
 
-def _initializer(config) -> Callable:
-    """rng -> (parameters boxed with their logical names, fresh TrainState)."""
-    cfg = model_config(config)
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a run derives from (config, mesh), computed once by `setup` and read by the loop, evaluation, AOT
+    compilation and the bench: the logical rules, optimizer, schedule and every sharding."""
+
+    config: Any  # a private copy of the experiment config
+    mesh: Mesh
+    model: ModelConfig
+    rules: sharding.Rules
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    abstract_state: TrainState  # ShapeDtypeStructs, each with its NamedSharding
+    state_shardings: TrainState
+    batch_shardings: dict[str, NamedSharding]  # one per BATCH_KEYS entry, [batch, length]
+
+    def init_state(self, rng: jax.Array) -> TrainState:
+        """A fresh TrainState from key `rng` (jax.random.PRNGKey), created directly in its shardings."""
+        tx, model = self.optimizer, self.model
+
+        def init(key):
+            params = nn.meta.unbox(init_params(model, key, length=1))
+            return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), key)
+
+        return jax.jit(init, out_shardings=self.state_shardings)(rng)
+
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """The global batch, each array [global_batch_size, seq_len] with its sharding."""
+        check_batch_shape(self.config, self.mesh)
+        shape = (self.config.train.global_batch_size, self.config.train.seq_len)
+        return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_shardings[key])
+                for key, dtype in BATCH_KEYS.items()}
+
+    def device_batch(self, local_batch: dict[str, Any]) -> dict[str, jax.Array]:
+        """The global, sharded batch from this process's rows [global_batch_size // process_count, seq_len]."""
+        shape = (self.config.train.global_batch_size, self.config.train.seq_len)
+        return {
+            key: jax.make_array_from_process_local_data(self.batch_shardings[key], local_batch[key].astype(dtype),
+                                                        shape)
+            for key, dtype in BATCH_KEYS.items()
+        }
+
+
+def _build(config, mesh: Mesh) -> Setup:
+    config = copy.deepcopy(config)  # the caller may edit its config afterwards; references (tokens_per_step) kept
+    model = model_config(config)
+    rules = sharding.logical_rules(config)
     tx = make_optimizer(config)
-
-    def init(rng):
-        boxed = init_params(cfg, rng, length=1)
-        params = nn.meta.unbox(boxed)
-        return boxed, TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)
-
-    return init
-
-
-def _abstract_boxed(config):
-    """(boxed abstract params, abstract TrainState, optimizer) without allocating anything."""
-    boxed, state = jax.eval_shape(_initializer(config), jax.random.PRNGKey(0))
-    return boxed, state, make_optimizer(config)
-
-
-def state_shardings(config, mesh: Mesh) -> TrainState:
-    """NamedShardings of the TrainState: params by their logical names and the rules, AdamW moments like
-    their parameters, scalars replicated."""
-    boxed, state, tx = _abstract_boxed(config)
+    boxed = abstract_params(model)  # the one abstract parameter tree (cached per ModelConfig)
+    params = nn.meta.unbox(boxed)
+    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(tx.init, params),
+                       jax.eval_shape(lambda: jax.random.PRNGKey(0)))
+    # NamedShardings of the TrainState: params by their logical names and the rules, AdamW moments like their
+    # parameters, scalars replicated.
     param_specs = nn.get_partition_spec(boxed)
     is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
     opt_specs = optax.tree_map_params(
@@ -97,32 +129,49 @@ def state_shardings(config, mesh: Mesh) -> TrainState:
         is_leaf=is_spec,
     )
     specs = TrainState(PartitionSpec(), param_specs, opt_specs, PartitionSpec())
-    return sharding.named_shardings(specs, state, mesh, sharding.logical_rules(config))
+    shardings = sharding.named_shardings(specs, state, mesh, rules)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
+    batch = {key: sharding.batch_sharding(mesh, rules) for key in BATCH_KEYS}
+    return Setup(config, mesh, model, rules, tx, learning_rate_schedule(config), abstract, shardings, batch)
+
+
+_SETUPS: dict[tuple[str, Mesh], Setup] = {}
+_MAX_SETUPS = 16
+
+
+def setup(config, mesh: Mesh) -> Setup:
+    """The Setup of `config` on `mesh`. The same config contents and mesh give the same Setup object, so every
+    caller below (train and eval steps, AOT, the bench) shares one computation of it."""
+    key = (config.to_json(), mesh)
+    if key not in _SETUPS:
+        if len(_SETUPS) >= _MAX_SETUPS:
+            _SETUPS.pop(next(iter(_SETUPS)))  # the oldest
+        _SETUPS[key] = _build(config, mesh)
+    return _SETUPS[key]
+
+
+def state_shardings(config, mesh: Mesh) -> TrainState:
+    """NamedShardings of the TrainState (see `Setup`)."""
+    return setup(config, mesh).state_shardings
 
 
 def abstract_state(config, mesh: Mesh) -> TrainState:
     """ShapeDtypeStructs of the TrainState, each with its NamedSharding; nothing is allocated."""
-    _, state, _ = _abstract_boxed(config)
-    shardings = state_shardings(config, mesh)
-    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
+    return setup(config, mesh).abstract_state
 
 
 def init_state(config, mesh: Mesh, rng: jax.Array) -> TrainState:
     """A fresh TrainState from key `rng` (jax.random.PRNGKey), created directly in its shardings."""
-    init = _initializer(config)
-    return jax.jit(lambda key: init(key)[1], out_shardings=state_shardings(config, mesh))(rng)
+    return setup(config, mesh).init_state(rng)
 
 
 def batch_shardings(config, mesh: Mesh) -> dict[str, NamedSharding]:
-    return {key: sharding.batch_sharding(mesh, sharding.logical_rules(config)) for key in BATCH_KEYS}
+    return setup(config, mesh).batch_shardings
 
 
 def abstract_batch(config, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """The global batch, each array [global_batch_size, seq_len] with its sharding."""
-    check_batch_shape(config, mesh)
-    shape = (config.train.global_batch_size, config.train.seq_len)
-    shardings = batch_shardings(config, mesh)
-    return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key]) for key, dtype in BATCH_KEYS.items()}
+    return setup(config, mesh).abstract_batch()
 
 
 def activation_sharding(config, mesh: Mesh):
@@ -187,9 +236,8 @@ def make_train_step(config, mesh: Mesh):
     clipping), tokens (target tokens in the batch).
     """
     check_batch_shape(config, mesh)
-    tx = make_optimizer(config)
-    schedule = learning_rate_schedule(config)
-    shardings = state_shardings(config, mesh)
+    run = setup(config, mesh)
+    config, tx, schedule, shardings = run.config, run.optimizer, run.schedule, run.state_shardings
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         with activation_sharding(config, mesh):
@@ -204,7 +252,7 @@ def make_train_step(config, mesh: Mesh):
 
     return jax.jit(
         train_step,
-        in_shardings=(shardings, batch_shardings(config, mesh)),
+        in_shardings=(shardings, run.batch_shardings),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=0,
     )
@@ -212,7 +260,8 @@ def make_train_step(config, mesh: Mesh):
 
 def make_eval_step(config, mesh: Mesh):
     """The jitted `(params, batch) -> (loss sum, token count)` for held-out evaluation."""
-    shardings = state_shardings(config, mesh)
+    run = setup(config, mesh)
+    config = run.config
 
     def eval_step(params, batch):
         with activation_sharding(config, mesh):
@@ -220,16 +269,11 @@ def make_eval_step(config, mesh: Mesh):
 
     return jax.jit(
         eval_step,
-        in_shardings=(shardings.params, batch_shardings(config, mesh)),
+        in_shardings=(run.state_shardings.params, run.batch_shardings),
         out_shardings=sharding.replicated(mesh),
     )
 
 
 def device_batch(local_batch: dict[str, Any], config, mesh: Mesh) -> dict[str, jax.Array]:
     """The global, sharded batch from this process's rows [global_batch_size // process_count, seq_len]."""
-    shape = (config.train.global_batch_size, config.train.seq_len)
-    shardings = batch_shardings(config, mesh)
-    return {
-        key: jax.make_array_from_process_local_data(shardings[key], local_batch[key].astype(dtype), shape)
-        for key, dtype in BATCH_KEYS.items()
-    }
+    return setup(config, mesh).device_batch(local_batch)

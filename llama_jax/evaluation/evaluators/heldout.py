@@ -15,11 +15,12 @@ def evaluate(eval_step, params, streams: dict[str, Iterable], config, mesh) -> d
     """Mean held-out loss per source over `train.eval_batches` batches, {'eval/<source>/loss': nats}, and its
     standard error over those batches, {'eval/<source>/loss_se': nats} (the evaluation's own noise, to set
     against the run-to-run noise of seeds; 0 with one batch)."""
+    run = ts.setup(config, mesh)  # the batch shardings, built once for every batch below
     results = {}
     for name, stream in streams.items():
         total, count, means = 0.0, 0.0, []
         for _, batch in zip(range(config.train.eval_batches), stream, strict=False):
-            loss_sum, n = jax.device_get(eval_step(params, ts.device_batch(batch, config, mesh)))
+            loss_sum, n = jax.device_get(eval_step(params, run.device_batch(batch)))
             total, count = total + float(loss_sum), count + float(n)
             means.append(float(loss_sum) / max(float(n), 1.0))
         results[f"eval/{name}/loss"] = total / max(count, 1.0)
