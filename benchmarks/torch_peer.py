@@ -1,4 +1,4 @@
-"""Our step beside PyTorch's on this machine: one process, alternating rounds, the ratio (issue 12).
+"""Our step beside PyTorch's on this machine: one process, alternating rounds, the ratio.
 
     python -m benchmarks.torch_peer                                  # tiny, batch 16 x 128, float32, 2 threads
     python -m benchmarks.torch_peer --rounds=9 --out=results.jsonl   # more rounds; append the JSON line to a file

@@ -9,7 +9,7 @@ budget that the fit predicts before they train.
 Design (each choice is measured or cited):
 - Counting: N is non-embedding parameters and C = 6 N D (scaling.CONVENTION), in the design, the fits and the
   forecast. A budget's run of size N trains D = C / (6N) tokens (rounded to whole 32 x 128 steps).
-- Budgets and sizes: centred on the committed fit of the first study (experiments/results/fits.json, approach 3
+- Budgets and sizes: centred on the committed fit of cpu_sweep.py (experiments/results/fits.json, approach 3
   on non_embedding_params and eval/mixture/loss: N_opt = 0.110 (C/6)^0.49, i.e. 8.1k, 14k, 22k and 35k
   parameters at C = 5e10, 1.5e11, 4e11, 1e12). Each budget's sizes bracket that optimum by at least 2x on each
   side (tests/test_scaling.py checks it against fits.json), so that its minimum is measured, not extrapolated;
@@ -17,7 +17,7 @@ Design (each choice is measured or cited):
   d16l1 is a 1-layer, 16-wide LLaMA.
 - Held out: C = 1e13, 10x the largest fit budget, at the predicted N_opt (d64l2, 101k) and one size each side
   (d48l2, d64l3); `experiments.scaling forecast` writes experiments/results/forecast.json before they train.
-- Learning rate per size, from data: peak rates 2e-3 x sqrt(256 / dim) x {0.5, 1, 2} (the first study's rule and
+- Learning rate per size, from data: peak rates 2e-3 x sqrt(256 / dim) x {0.5, 1, 2} (cpu_sweep.py's rule and
   a factor 2 each way; Porian et al. 2024: untuned rates move the N_opt exponent) at the size's smallest fit
   budget; chosen_lr() reads the lowest final eval/mixture/loss of the three from the collected results
   (experiments/results/cpu_isoflop.csv). Until that CSV holds a size's three rate runs, its grid runs are listed
@@ -28,10 +28,10 @@ Design (each choice is measured or cited):
   the last 20% with a (1 - sqrt) decay to 0; batch 32 x 128, AdamW beta2 0.99,
   warmup of N tokens, weight decay 0.1, clipping 1.0 (the cpu_sweep docstring gives the reasons).
 - Noise: seed noise from a second seed at every size of the 5e10 budget (5 sizes); held-out loss of every
-  source on 16 batches of 32 x 128 tokens (65k tokens per source, 4x the first study), logged with its
+  source on 16 batches of 32 x 128 tokens (65k tokens per source, 4x cpu_sweep.py's), logged with its
   standard error over the batches (eval/<source>/loss_se, eval/mixture/loss_se) so that eval noise is
   measured against seed noise, every 500 steps and at the end.
-- Cost: estimated_seconds() from the measured speeds of the first study (2-core idle box, 2026-11-27: d32l2
+- Cost: estimated_seconds() from the speeds cpu_sweep.py's runs measured on the idle 2-core box (d32l2
   23k tokens/s, d48l2 16.6k, d64l3 11.6k, d80l4 6.8k) and conservative guesses for the sizes it did not run
   (TOKENS_PER_S; smaller sizes barely faster, as per-step overheads dominate there), times 1.15 for
   evaluations, compiles and process starts: about 2.5 hours, an estimate to be measured on the idle box.

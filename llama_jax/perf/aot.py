@@ -275,8 +275,8 @@ def compile_for_topology(config, topology: str | Topology, mfu: float = 0.5, *, 
 
 
 # ------------------------------------------------------------------------------------------------ fit search
-FIT_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "results",
-                         "aot_fit.jsonl")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+FIT_CACHE = os.path.join(ROOT, "experiments", "results", "aot_fit.jsonl")
 REMAT_ORDER = ("none", "save_linear", "full")  # least recomputation first
 
 

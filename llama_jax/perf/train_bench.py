@@ -32,7 +32,7 @@ from llama_jax.config import PRESETS
 from llama_jax.model import attention
 from llama_jax.perf import flops
 
-PRESET_CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "preset.py"
+PRESET_CONFIG = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "preset.py"
 GIB = 1024**3
 DISTINCT_BATCHES = 4  # the timed loop cycles through these, already on the devices
 
