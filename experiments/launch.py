@@ -1,7 +1,7 @@
 """Running a sweep's runs: locally one after another, each a `python -m llama_jax.train` process, or on a TPU pod
 slice through gcloud (commands printed, and run only when asked).
 
-Locally every run is resumable exactly as `llama_jax.train.loop` is: a run whose final checkpoint exists is skipped, a
+Locally every run is resumable exactly as `llama_jax.train` is: a run whose final checkpoint exists is skipped, a
 killed one resumes from its latest checkpoint, and a cooldown branch (Hägele et al. 2024) starts from the
 stable-phase run's checkpoint at its cooldown start (`--branch_from`, `--branch_step`). Killing the sweep stops
 the running training process the way a TPU preemption does (SIGTERM: it saves a checkpoint and exits), so
@@ -46,7 +46,7 @@ def is_finished(run: Run, root: str) -> bool:
 
 
 def train_command(run: Run, root: str, python: str = sys.executable, overrides: tuple[str, ...] = ()) -> list[str]:
-    """The `llama_jax.train.loop` command line of `run` in `root`: its sweep file and spec, its workdir, the branch
+    """The `llama_jax.train` command line of `run` in `root`: its sweep file and spec, its workdir, the branch
     it starts from, and `overrides` (`--config.x.y=v`)."""
     command = [python, "-m", "llama_jax.train", f"--config={run.config_file}:{run.arg}",
                f"--workdir={run.workdir(root)}"]

@@ -156,7 +156,7 @@ def test_training_workdir_loads_its_latest_parameters(workdir, files, tmp_path):
 
 def test_loading_a_workdir_imports_neither_tensorflow_nor_torch(workdir):
     """The GPU machines have no TensorFlow: finding a run's tokenizer must not pull in data_pipeline's stream."""
-    code = ("import sys; from llama_jax import generate, weights; weights.load(sys.argv[1]); "
+    code = ("import sys; from llama_jax.inference import generate, weights; weights.load(sys.argv[1]); "
             "print(sorted({'tensorflow', 'torch'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code, workdir], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -186,7 +186,7 @@ def test_tpu_launch_commands_use_queued_resources_and_ssh_to_every_worker():
     ssh = single[1]
     assert ssh[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod"] and "--worker=all" in ssh
     remote = ssh[-1]
-    assert "llama_jax.train.loop --multihost" in remote and "paper_sweep.py:size=7b,tokens=1e+12" in remote
+    assert "llama_jax.train --multihost" in remote and "paper_sweep.py:size=7b,tokens=1e+12" in remote
     assert "--workdir=gs://b/paper_sweep/7b_1T" in remote and "--config.train.microbatches=2" in remote
     multi = launch.tpu_commands(runs, "gs://b", topology, tpu="pod", zone="z", slices=2)
     assert "--node-count=2" in multi[0] and "--node=all" in multi[1] and "--config.mesh.dcn_data=2" in multi[1][-1]
