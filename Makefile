@@ -48,7 +48,7 @@ test-slow: corpus  # the slow tier resumes on the embedded corpus: built (or ver
 
 corpus: install
 	$(PY) -m data_pipeline.corpus
-	$(PY) -m llama_jax.evaluators.offline
+	$(PY) -m llama_jax.evaluation.evaluators.offline
 
 # raw material in each source's format (from the packages `make corpus` fetches) -> reference models ->
 # the seven Beam pipelines -> tokenizer, all into .cache/{raw,curation_models,curated}; .cache/corpus is not touched
@@ -73,7 +73,7 @@ STUDY_CSV := experiments/results/cpu_isoflop.csv
 STAGE = "$$($(PY) -c 'from experiments.configs import cpu_isoflop; print(cpu_isoflop.only("$(1)"))')"
 COLLECT = $(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_isoflop --out=$(STUDY_CSV) --overwrite
 scaling: corpus
-	$(PY) -m experiments.tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
+	$(PY) -m experiments.study_tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
 	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,lr)
 	$(COLLECT)
 	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,grid)
@@ -87,8 +87,10 @@ scaling: corpus
 		--params=non_embedding_params
 	$(VENV)/bin/jupyter-execute experiments/notebooks/scaling_curves.ipynb experiments/notebooks/paper_scale.ipynb
 
+# ruff, then the import rules (llama_jax imports neither data_pipeline nor experiments; no import cycles)
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PY) .ci/check_imports.py
 
 clean:
 	rm -rf $(VENV) workdirs .cache

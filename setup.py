@@ -27,8 +27,8 @@ EXTRAS = {
     # Corpus curation on Apache Beam (data_pipeline.curation); runs beside the `data` extra (protobuf 6.33).
     "curation": ["apache-beam>=2.77,<3", "warcio>=1.8,<2", "kenlm>=0.3,<0.4", "mwparserfromhell>=0.7.2,<0.8",
                  "nltk>=3.9,<4", "simhash>=2.1,<3", "regex>=2024.4"],
-    # EleutherAI's lm-evaluation-harness (llama_jax.lm_eval) and its Hugging Face backend, which the parity tests
-    # compare against; `datasets` comes with it (the paper's benchmarks from the Hub: llama_jax.evaluators.hub).
+    # EleutherAI's lm-evaluation-harness (llama_jax.evaluation.harness) and its Hugging Face backend, which the parity tests
+    # compare against; `datasets` comes with it (the paper's benchmarks from the Hub: llama_jax.evaluation.evaluators.hub).
     "eval": ["lm_eval>=0.4.13,<0.5", "accelerate>=1.0,<2", "torch==2.13.0", "transformers>=5,<6"],
     # nbclient/nbformat/ipykernel: the test suite executes the scaling notebooks (experiments/notebooks).
     "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "filelock>=3.12", "ruff>=0.6", "transformers>=5,<6", "matplotlib>=3.8,<4", "nbclient>=0.10,<0.12",

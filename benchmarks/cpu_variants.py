@@ -7,7 +7,7 @@ each of several rounds, and the fastest round counts (contention only ever slows
 import argparse
 import json
 
-from llama_jax import bench
+from llama_jax.perf import train_bench as bench
 
 BASE = {"train.global_batch_size": 16, "train.seq_len": 128, "model.dtype": "float32", "model.remat_policy": "none"}
 VARIANTS = {

@@ -6,7 +6,7 @@
 import json
 import sys
 
-from llama_jax.bench import LOSS_RTOL, loss_difference
+from llama_jax.perf.train_bench import LOSS_RTOL, loss_difference
 
 
 def fmt(value, spec: str) -> str:

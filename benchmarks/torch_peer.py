@@ -1,4 +1,4 @@
-"""Our step beside PyTorch's on this machine: one process, alternating rounds, the ratio (issue 12).
+"""Our step beside PyTorch's on this machine: one process, alternating rounds, the ratio.
 
     python -m benchmarks.torch_peer                                  # tiny, batch 16 x 128, float32, 2 threads
     python -m benchmarks.torch_peer --rounds=9 --out=results.jsonl   # more rounds; append the JSON line to a file
@@ -66,8 +66,9 @@ class Ours:
     def __init__(self, config):
         import jax
 
-        from llama_jax import sharding, train_step
-        from llama_jax.synthetic import SyntheticStream
+        from llama_jax import sharding
+        from llama_jax.train import step as train_step
+        from llama_jax.train.synthetic import SyntheticStream
 
         self.config = config
         self.mesh = sharding.make_mesh(config, jax.devices()[:1])
@@ -107,7 +108,7 @@ class Ours:
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[list[int]]]:
         """(seconds, new ids per prompt) of greedy generation from the initial parameters."""
-        from llama_jax import sampling
+        from llama_jax.inference import sampling
 
         start = time.perf_counter()
         out = sampling.generate(self.model, self.initial_params, prompts, max_new_tokens=new_tokens)
@@ -122,7 +123,8 @@ class TorchPeer:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        from llama_jax import convert_hf, optim
+        from llama_jax.convert import hf as convert_hf
+        from llama_jax.train import optim
 
         config = ours.config
         self.hf = LlamaForCausalLM(LlamaConfig(**convert_hf.hf_config(ours.model, "float32"), attn_implementation="sdpa"))
@@ -146,7 +148,7 @@ class TorchPeer:
         self.steps = 0
 
     def _loss_sum(self, inputs, targets, mask):
-        """(sum of token losses, token count) in float32, as `llama_jax.loss.cross_entropy`."""
+        """(sum of token losses, token count) in float32, as `llama_jax.model.loss.cross_entropy`."""
         import torch.nn.functional as F
 
         logits = self.hf(input_ids=inputs).logits.float()

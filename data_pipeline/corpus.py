@@ -38,8 +38,8 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 
-from data_pipeline.sources import SOURCE_NAMES, TABLE1
 from llama_jax import cli
+from llama_jax.corpus_spec import SOURCE_NAMES, TABLE1
 
 VERSION = 4  # bump when the extraction changes; a manifest of another version is rebuilt
 DEFAULT_DIR = ".cache/corpus"

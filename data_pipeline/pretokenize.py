@@ -15,9 +15,10 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from data_pipeline import pipeline, sources
-from data_pipeline import tokenizer as tok
-from llama_jax import cli
+from data_pipeline import sources
+from data_pipeline import spm_tokenizer as tok
+from data_pipeline import tfdata_graph as pipeline
+from llama_jax import cli, corpus_spec
 
 FLAGS = flags.FLAGS
 
@@ -29,11 +30,11 @@ def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64,
     import numpy as np
     import tensorflow as tf
 
-    corpus_dir = sources.corpus_dir(config.data)
+    corpus_dir = corpus_spec.corpus_dir(config.data)
     spec = sources.parse_spec(source, dict(config.data.get("sources", {})).get(source, ""), corpus_dir)
     if spec.kind == "pretokenized":
         raise ValueError(f"source {source!r} is already pretokenized ({spec.location})")
-    sp = tok.load(sources.tokenizer_path(config.data), config.model.vocab_size)
+    sp = tok.load(corpus_spec.tokenizer_path(config.data), config.model.vocab_size)
     dtype = np.uint16 if sp.vocab_size() <= 1 << 16 else np.int32
     encoder_threads = config.data.get("threads", 0) or tok.default_threads()
     tf.io.gfile.makedirs(out_dir)

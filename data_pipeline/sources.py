@@ -1,4 +1,5 @@
-"""The seven LLaMA data sources (Table 1), their sampling weights, and where each one's documents come from.
+"""Where each source's documents come from (source specs) and the checked sampling weights of a mixture; Table 1's
+sources and the default corpus are in llama_jax.corpus_spec.
 
 A source spec (`config.data.sources.<name>`) says how to read a source:
   ""                         the embedded corpus: `<corpus_dir>/<name>/{split}-*.jsonl` (built by `make corpus`)
@@ -13,34 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 import urllib.parse
 from collections.abc import Mapping
 
-# Table 1 of the paper: sampling proportion and epochs over 1.4T tokens.
-TABLE1 = {
-    "commoncrawl": (0.67, 1.10),
-    "c4": (0.15, 1.06),
-    "github": (0.045, 0.64),
-    "wikipedia": (0.045, 2.45),
-    "books": (0.045, 2.23),
-    "arxiv": (0.025, 1.06),
-    "stackexchange": (0.02, 1.03),
-}
-SOURCE_NAMES = tuple(TABLE1)
+from llama_jax.corpus_spec import SOURCE_NAMES, TABLE1
+
 SPLITS = ("train", "validation")
 KINDS = ("corpus", "jsonl", "tfrecord", "tfds", "pretokenized")
-DEFAULT_CORPUS = str(pathlib.Path(__file__).resolve().parents[1] / ".cache" / "corpus")  # built by `make corpus`
-
-
-def corpus_dir(data: Mapping) -> str:
-    """The corpus directory of a config's `data` section (a ConfigDict, or the dict a checkpoint saved)."""
-    return data.get("corpus_dir", "") or DEFAULT_CORPUS
-
-
-def tokenizer_path(data: Mapping) -> str:
-    """The SentencePiece model of a config's `data` section: `data.tokenizer`, or when "" the corpus's own."""
-    return data.get("tokenizer", "") or f"{corpus_dir(data)}/tokenizer.model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +75,6 @@ def mixture_weights(weights: Mapping[str, float], sources: Mapping[str, str], *,
             "data.normalize_weights=True to divide them by their sum")
     order = sorted(weights, key=lambda n: (SOURCE_NAMES.index(n) if n in TABLE1 else len(TABLE1), n))
     return {name: weights[name] / total for name in order if weights[name] > 0}  # in Table 1's order
-
-
-def table1_unique_tokens(total_tokens: float = 1.4e12) -> dict[str, float]:
-    """Unique tokens of each LLaMA source, from Table 1: its share of the 1.4T tokens over its epochs."""
-    return {name: weight * total_tokens / epochs for name, (weight, epochs) in TABLE1.items()}
 
 
 def implied_epochs(weights: Mapping[str, float], tokens: float,

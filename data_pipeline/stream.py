@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterator
 import ml_collections
 import numpy as np
 
-from data_pipeline import pipeline, sources
-from data_pipeline import tokenizer as tok
+from data_pipeline import sources
+from data_pipeline import spm_tokenizer as tok
+from data_pipeline import tfdata_graph as pipeline
+from llama_jax import corpus_spec
 
 # The version of the tf.data graph behind a saved state: an iterator state restores only into the same graph.
 # 2: mixture choices drawn in blocks (pipeline.mix), 128 documents per tokenizer call.
 STATE_VERSION = 2
-DEFAULT_CORPUS = sources.DEFAULT_CORPUS
+DEFAULT_CORPUS = corpus_spec.DEFAULT_CORPUS
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
@@ -152,7 +154,7 @@ class Stream:
                 # manifest, times the tokens per byte seen so far); else the number of passes begun.
                 "epochs": tokens * bytes_read / (tokens_made * per_epoch) if per_epoch and tokens_made
                 else float(s["epoch"][i]),
-                "paper_epochs": sources.TABLE1[name][1] if name in sources.TABLE1 else None,  # over 1.4T tokens
+                "paper_epochs": corpus_spec.TABLE1[name][1] if name in corpus_spec.TABLE1 else None,  # over 1.4T tokens
                 "skipped": dict(zip(tok.COUNTERS[1:], s["counts"][i][1:len(tok.COUNTERS)].tolist(), strict=True)),
             })
         return {"batches": s["batches"], "tokens": total_rows * self.row_len, "sources": table}
@@ -218,12 +220,12 @@ def _setup(config: ml_collections.ConfigDict, process_index: int, process_count:
     global_batch = config.train.global_batch_size
     if global_batch % process_count:
         raise ValueError(f"train.global_batch_size={global_batch} is not divisible by process_count={process_count}")
-    corpus_dir = sources.corpus_dir(data)
+    corpus_dir = corpus_spec.corpus_dir(data)
     spec_strings = dict(data.get("sources", {}))
     weights = sources.mixture_weights(dict(data.weights), spec_strings,
                                       normalize=data.get("normalize_weights", False))
     specs = {name: sources.parse_spec(name, spec_strings.get(name, ""), corpus_dir) for name in weights}
-    sp = tok.load(sources.tokenizer_path(data), config.model.vocab_size)
+    sp = tok.load(corpus_spec.tokenizer_path(data), config.model.vocab_size)
     threads = data.get("threads", 0) or tok.default_threads()
     return host, weights, specs, sp, threads, global_batch // process_count, corpus_dir
 

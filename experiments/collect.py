@@ -1,7 +1,7 @@
 """A sweep's runs as one tidy table: `python -m experiments.collect --sweep=DIR [--out=results.csv]`.
 
 One row per (run, logged step) of every run under DIR (`<workdir>/<sweep>`, local or gs://, read through
-etils.epath): sweep, run, step, params, non-embedding params, tokens, FLOPs (llama_jax.flops x tokens), the
+etils.epath): sweep, run, step, params, non-embedding params, tokens, FLOPs (llama_jax.perf.flops x tokens), the
 training loss and learning rate, the held-out loss of each source (`eval/<source>/loss`), their mean under the
 run's mixture weights (`eval/mixture/loss`, with its standard error over the held-out batches,
 `eval/mixture/loss_se`, where the sources log theirs), any other `eval/...` value the run logged (e.g. task accuracies),
@@ -49,9 +49,9 @@ def run_rows(workdir: epath.Path) -> list[dict[str, Any]]:
     """The rows of one run: its logged steps, training and held-out records of a step merged into one row."""
     from ml_collections import ConfigDict
 
-    from llama_jax import info
-    from llama_jax.metrics import read_metrics
-    from llama_jax.train_step import model_config
+    from llama_jax.perf import info
+    from llama_jax.train.metrics import read_metrics
+    from llama_jax.train.step import model_config
 
     record = run_config(workdir)
     config = ConfigDict(record["config"])

@@ -20,9 +20,10 @@ from llama_jax import cli
 def heldout_losses(train_config, eval_config, workdir: str) -> dict[str, float]:
     """Held-out loss per source (nats per token) of the last checkpoint in `workdir`, on `eval_config`'s sources."""
     import data_pipeline
-    from llama_jax import checkpoint, sharding
-    from llama_jax import train_step as ts
-    from llama_jax.evaluators import heldout
+    from llama_jax import sharding
+    from llama_jax.evaluation.evaluators import heldout
+    from llama_jax.train import checkpoint
+    from llama_jax.train import step as ts
 
     mesh = sharding.make_mesh(train_config)
     manager = checkpoint.manager(workdir, train_config)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="workdirs/curation_ablation", help="one subdirectory per run")
     args = parser.parse_args(argv)
     from experiments.configs import curation_ablation
-    from llama_jax.train import train
+    from llama_jax.train.loop import train
 
     eval_config = curation_ablation.get_config("eval")
     results = {}

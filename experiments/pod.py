@@ -40,7 +40,7 @@ from etils import epath
 
 from experiments import launch
 from experiments.runs import Run
-from llama_jax.aot import Topology
+from llama_jax.perf.aot import Topology
 
 # Software versions of TPU VMs (Cloud TPU "TPU software versions" page), by generation.
 RUNTIME_VERSIONS = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite", "v5p": "v2-alpha-tpuv5",

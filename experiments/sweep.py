@@ -15,7 +15,7 @@ of the sweep covers (the same run but for the schedule's length, keeping the che
 `checkpoint.keep_steps`) is a cooldown branch of that run: it trains only its cooldown.
 
 N below is the non-embedding parameter count (Kaplan et al.; the input and output tables excluded), the size
-measure of the study's fits; `params` counts everything. FLOPs are llama_jax.flops' 6 x (all but the input
+measure of the study's fits; `params` counts everything. FLOPs are llama_jax.perf.flops' 6 x (all but the input
 embedding) + causal attention per token.
 """
 
@@ -99,8 +99,8 @@ def dependencies_first(runs: list[Run]) -> list[Run]:
 
 def branch_source(run: Run, runs: list[Run]) -> tuple[str, int] | None:
     """(name, step) of the sweep's run whose checkpoint `run`'s cooldown starts from, or None."""
-    from llama_jax import checkpoint
-    from llama_jax.optim import cooldown_start
+    from llama_jax.train import checkpoint
+    from llama_jax.train.optim import cooldown_start
 
     config = run.config
     if config.optimizer.schedule != "wsd" or config.optimizer.cooldown_fraction == 0:
@@ -122,8 +122,8 @@ def describe(run: Run, data_tokens: dict[str, float]) -> dict[str, Any]:
     """One table row: parameters, tokens, tokens per parameter, training FLOPs, Chinchilla's token count for the
     size, steps, and the epochs of each source that the mixture implies."""
     from data_pipeline.sources import implied_epochs
-    from llama_jax import info
-    from llama_jax.train_step import model_config
+    from llama_jax.perf import info
+    from llama_jax.train.step import model_config
 
     config = run.config
     facts = info.describe(model_config(config), config.train.seq_len)
@@ -147,8 +147,8 @@ def describe(run: Run, data_tokens: dict[str, float]) -> dict[str, Any]:
 
 def add_costs(row: dict[str, Any], run: Run, topology, mfu: float, fit: dict | None, slices: int = 1) -> dict[str, Any]:
     """`row` with chips, hours and chip-hours of the run's own training on `slices` x `topology` at `mfu` of the
-    chips' bf16 peak, and the fit search's verdict `fit` (llama_jax.aot.fit_search; None when unknown)."""
-    from llama_jax import flops
+    chips' bf16 peak, and the fit search's verdict `fit` (llama_jax.perf.aot.fit_search; None when unknown)."""
+    from llama_jax.perf import flops
 
     chips = topology.chips * slices
     hours = row["trained_flops"] / (chips * flops.peak_flops(topology.device_kind) * mfu) / 3600
@@ -157,7 +157,7 @@ def add_costs(row: dict[str, Any], run: Run, topology, mfu: float, fit: dict | N
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table (one line per run, then the totals)."""
-    from data_pipeline.sources import SOURCE_NAMES
+    from llama_jax.corpus_spec import SOURCE_NAMES
 
     sources = sorted({s for row in rows for s in row["epochs"]},
                      key=lambda s: (SOURCE_NAMES.index(s) if s in SOURCE_NAMES else len(SOURCE_NAMES), s))
@@ -282,7 +282,7 @@ def table(config_file: str, only: str | None = None, topology: str | None = None
     rows = [describe(run, data_tokens) for run in runs]
     if topology is None:
         return rows
-    from llama_jax import aot
+    from llama_jax.perf import aot
 
     slice_ = aot.parse_topology(topology)
     fits = [aot.fit_search(run.config, slice_, fit_cache, mfu, slices=slices, compile_missing=compile_missing,
@@ -303,7 +303,7 @@ def main() -> None:
     rows = table(args.config, args.only, args.topology, args.mfu, args.fit_cache, args.slices,
                  log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.topology:
-        from llama_jax import aot
+        from llama_jax.perf import aot
 
         topology = aot.parse_topology(args.topology)
         print(f"costs on {args.slices} x {topology.cloud_name} ({topology.libtpu_name}) at {args.mfu:.0%} MFU; "
@@ -334,7 +334,7 @@ def remote_target(args: argparse.Namespace, runs: list[Run], overrides: dict | N
                   flops: dict[str, float] | None = None):
     """The sweep's runs on queued resources (experiments.pod.Pod) or on GKE (experiments.pod.XpkSweep)."""
     from experiments import pod
-    from llama_jax import aot
+    from llama_jax.perf import aot
 
     topology = aot.parse_topology(args.topology)
     if args.launch == "xpk":

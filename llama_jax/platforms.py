@@ -1,10 +1,10 @@
 """Which JAX platforms a process starts: on a machine that cannot hold an accelerator, only the CPU.
 
-The `tpu` extra installs libtpu for `llama_jax.aot`, which compiles for TPU slices from a CPU machine. With libtpu
+The `tpu` extra installs libtpu for `llama_jax.perf.aot`, which compiles for TPU slices from a CPU machine. With libtpu
 installed, JAX tries to start a TPU backend in every process; where there is no TPU, libtpu prints "could not
 determine TPU worker hostnames" and "No jellyfish device found", and JAX "Unable to initialize backend 'tpu'",
 before falling back to the CPU. Where no TPU and no GPU can exist, JAX_PLATFORMS defaults to "cpu" here, so libtpu
-is never started by a CPU run; `llama_jax.aot` still loads it explicitly (jax.experimental.topologies). A
+is never started by a CPU run; `llama_jax.perf.aot` still loads it explicitly (jax.experimental.topologies). A
 JAX_PLATFORMS that is already set, even to "", is left as it is.
 """
 

@@ -459,7 +459,8 @@ def train_until_sigterm(stop: int) -> None:
 
     from helpers import hooked_streams
 
-    from llama_jax import cli, train
+    from llama_jax import cli
+    from llama_jax.train import loop as train
 
     def wait_for_sigterm() -> None:
         received, previous = threading.Event(), signal.getsignal(signal.SIGTERM)

@@ -170,7 +170,7 @@ def build_corpus(out: str, vocab_size: int, docs_per_source: int) -> str:
     """The seven sources in the embedded corpus's layout (each a different slice of the stdlib's docstrings,
     written by the corpus builder's own functions) and a SentencePiece tokenizer trained on them; returns `out`."""
     from data_pipeline import corpus
-    from data_pipeline.sources import SOURCE_NAMES
+    from llama_jax.corpus_spec import SOURCE_NAMES
 
     paragraphs = stdlib_paragraphs()
     manifest = {"version": corpus.VERSION, "sources": {}}
@@ -189,7 +189,8 @@ def _block_forever() -> None:
 
 
 if __name__ == "__main__":  # the training command, stopped for good before the batch of step STOP + 1
-    from llama_jax import cli, train
+    from llama_jax import cli
+    from llama_jax.train import loop as train
 
     stop_at = int(sys.argv.pop(1))
     train.data_streams = hooked_streams(train, stop_at, _block_forever)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from llama_jax import aot, bench
+from llama_jax.perf import aot
+from llama_jax.perf import train_bench as bench
 
 # conftest's persistent compilation cache may hold this process's earlier TPU compiles, which a compile-only
 # client cannot load back; XLA then compiles afresh, as the test wants anyway.
@@ -50,7 +51,7 @@ def test_unknown_topology_is_a_clear_error():
 @pytest.mark.parametrize("topology,kind,chips", [("v4:2x2x1", "TPU v4", 4), ("v5p:2x2x1", "TPU v5", 4),
                                                  ("v5e:2x2", "TPU v5 lite", 4), ("v6e:2x2", "TPU v6 lite", 4)])
 def test_each_generation_has_one_device_per_chip_and_a_known_peak(topology, kind, chips):
-    from llama_jax import flops
+    from llama_jax.perf import flops
 
     devices = aot.topology_devices(topology)
     assert len(devices) == chips and devices[0].device_kind == kind  # v4 as megacore, as JAX runs it

@@ -4,7 +4,8 @@ compile is cached so that a search made once costs nothing."""
 
 import pytest
 
-from llama_jax import aot, bench
+from llama_jax.perf import aot
+from llama_jax.perf import train_bench as bench
 
 pytestmark = pytest.mark.filterwarnings("ignore:Error reading persistent compilation cache entry")
 V5E = aot.parse_topology("v5e:2x2")
@@ -30,7 +31,7 @@ def test_xla_out_of_memory_messages_give_the_bytes_needed():
 
 
 def test_a_compile_that_runs_out_of_hbm_is_a_report_that_does_not_fit(monkeypatch):
-    from llama_jax import train_step
+    from llama_jax.train import step as train_step
 
     class OutOfMemory:
         def lower(self, *args):

@@ -8,7 +8,7 @@ import pytest
 from jax.experimental import topologies
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from llama_jax import attention, tpu_attention
+from llama_jax.model import attention, tpu_attention
 
 BATCH, LENGTH, HEADS, KV_HEADS, HEAD_DIM = 2, 256, 4, 2, 64
 RULES = (("batch", ("data", "fsdp")), ("heads", "tensor"), ("kv_heads", "tensor"))

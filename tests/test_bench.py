@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from llama_jax import bench, bench_decode, flops
-from llama_jax.train_step import model_config
+from llama_jax.perf import decode_bench as bench_decode
+from llama_jax.perf import flops
+from llama_jax.perf import train_bench as bench
+from llama_jax.train.step import model_config
 
 SMALL = {"train.global_batch_size": 8, "train.seq_len": 64}
 SUITE = [

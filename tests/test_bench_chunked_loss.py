@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from experiments.configs.common import base_config
-from llama_jax import loss, train_step
-from llama_jax.model import init_params
-from llama_jax.synthetic import SyntheticStream
+from llama_jax.model import loss
+from llama_jax.model.llama import init_params
+from llama_jax.train import step as train_step
+from llama_jax.train.synthetic import SyntheticStream
 
 
 def test_chunked_equals_plain_cross_entropy_with_gradients():

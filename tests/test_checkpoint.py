@@ -20,11 +20,12 @@ import pytest
 from helpers import NOISE, files, hooked_streams, person_env, started, train_command, wait_until
 
 from experiments.configs import debug
-from llama_jax import checkpoint, sharding
-from llama_jax import train as train_module
-from llama_jax import train_step as ts
-from llama_jax.metrics import read_metrics
-from llama_jax.train import train
+from llama_jax import sharding
+from llama_jax.train import checkpoint
+from llama_jax.train import loop as train_module
+from llama_jax.train import step as ts
+from llama_jax.train.loop import train
+from llama_jax.train.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = debug.get_config().train.steps  # 16, a checkpoint every 5 steps

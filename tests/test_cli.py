@@ -54,10 +54,10 @@ def commands(tmp_path_factory, small_corpus) -> dict[str, tuple[int, str]]:
         "params.json not JSON": python("llama_jax.convert", "--from=meta", "--to=hf", not_json, str(tmp / "out2")),
         "misspelled override": python(*train, "--config.train.stpes=10"),
         "impossible mesh": python(*train, "--config.mesh.data=3"),
-        "weights not summing to 1": python("data_pipeline.inspect", "--config=experiments/configs/debug.py",
+        "weights not summing to 1": python("data_pipeline.mixture_report", "--config=experiments/configs/debug.py",
                                            "--config.data.weights.github=0.1", "--batches=1"),
         "--debug": python("llama_jax.convert", "--from=meta", "--to=hf", not_json, str(tmp / "out3"), "--debug"),
-        "inspect": python("data_pipeline.inspect", *small, "--batches=2"),
+        "inspect": python("data_pipeline.mixture_report", *small, "--batches=2"),
     }
     logs = {name: str(tmp / f"{i}.log") for i, name in enumerate(argv)}
     with started(*((argv[name], logs[name]) for name in argv), env=person_env()) as processes:

@@ -16,9 +16,9 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 from tiny_llama import SHAPES, VOCAB, randomise, tiny_llama  # noqa: E402
 
-from llama_jax import convert  # noqa: E402
 from llama_jax.config import ModelConfig  # noqa: E402
-from llama_jax.model import LLaMA, init_params, param_shapes  # noqa: E402
+from llama_jax.convert import formats as convert  # noqa: E402
+from llama_jax.model.llama import LLaMA, init_params, param_shapes  # noqa: E402
 
 TOKENS = np.random.RandomState(0).randint(0, VOCAB, size=(2, 12))
 

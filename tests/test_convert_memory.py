@@ -48,9 +48,9 @@ def _measure(loader: str, path: str) -> dict:
 
 
 def test_conversion_peak_memory_is_about_one_copy_of_the_weights(tmp_path):
-    from llama_jax import convert
-    from llama_jax.convert_layout import meta_names, meta_shape
-    from llama_jax.model import count_params
+    from llama_jax.convert import formats as convert
+    from llama_jax.convert.layout import meta_names, meta_shape
+    from llama_jax.model.llama import count_params
 
     config = convert.config_from_params_json(PARAMS_JSON)
     meta = tmp_path / "meta"

@@ -21,8 +21,9 @@ from data_pipeline import curate
 from data_pipeline.curation import commoncrawl, dedup, io, pipelines, stats
 from data_pipeline.curation.raw import commoncrawl as raw_commoncrawl
 from data_pipeline.curation.stages import Counted
-from data_pipeline.sources import SOURCE_NAMES, parse_spec
+from data_pipeline.sources import parse_spec
 from llama_jax import cli
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 # Duplicates and near-duplicates over two shards; what survives is worked out by hand in the comments.
 PLANTED = [

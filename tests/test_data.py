@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from helpers import stdlib_paragraphs
 
-from data_pipeline import pipeline, sources
-from data_pipeline import tokenizer as tok
-from data_pipeline.inspect import format_report
-from data_pipeline.sources import SOURCE_NAMES, TABLE1
+from data_pipeline import sources
+from data_pipeline import spm_tokenizer as tok
+from data_pipeline import tfdata_graph as pipeline
+from data_pipeline.mixture_report import format_report
 from experiments.configs.common import base_config
+from llama_jax.corpus_spec import SOURCE_NAMES, TABLE1
 
 VOCAB = 1024
 SEQ_LEN = 32

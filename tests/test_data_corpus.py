@@ -9,7 +9,7 @@ import os
 import pytest
 
 from data_pipeline import corpus
-from data_pipeline.sources import SOURCE_NAMES
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 PAGE = """<html><head><title>mod_rewrite - Apache HTTP Server</title><style>body {color: red}</style>
 <script>var tracking = 1;</script></head><body>

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from evaluation_fixtures import VOCAB, multiple_choice_records, prose_corpus, train_sentencepiece
 
-from llama_jax import cli, convert, evaluate
+from llama_jax import cli
 from llama_jax.config import ModelConfig
-from llama_jax.evaluators import registry
-from llama_jax.metrics import read_metrics
-from llama_jax.model import param_shapes
+from llama_jax.convert import formats as convert
+from llama_jax.evaluation import evaluate
+from llama_jax.evaluation.evaluators import registry
+from llama_jax.model.llama import param_shapes
+from llama_jax.train.metrics import read_metrics
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=VOCAB, multiple_of=32, max_seq_len=512)
 
@@ -142,7 +144,7 @@ def test_the_command_prints_one_error_line(files):
 def test_training_logs_downstream_accuracy(files, tmp_path):
     """Scored on the trainer's 8-device mesh with its sharded parameters, every evals.every steps."""
     from experiments.configs import debug
-    from llama_jax.train import train
+    from llama_jax.train.loop import train
 
     c = debug.get_config()
     c.model.vocab_size, c.model.max_seq_len = VOCAB, CONFIG.max_seq_len

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from evaluation_fixtures import prose_corpus
 
-from llama_jax.evaluators import exact_match, multiple_choice, offline, registry, tasks
-from llama_jax.scoring import Score
+from llama_jax.evaluation.evaluators import exact_match, multiple_choice, offline, registry, tasks
+from llama_jax.evaluation.scoring import Score
 
 
 def _write(path, records) -> str:
@@ -135,7 +135,7 @@ def test_offline_tasks_come_from_held_out_text_only_and_are_deterministic(corpus
 
 
 def test_offline_builder_without_a_corpus_says_to_build_it(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "llama_jax.evaluators.offline", f"--corpus={tmp_path}/none"],
+    result = subprocess.run([sys.executable, "-m", "llama_jax.evaluation.evaluators.offline", f"--corpus={tmp_path}/none"],
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
@@ -145,17 +145,17 @@ def test_offline_builder_without_a_corpus_says_to_build_it(tmp_path):
 
 def test_benchmark_offline_says_how_to_supply_the_file(tmp_path):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "-m", "llama_jax.evaluators.hub", "--tasks=boolq", f"--out={tmp_path}"],
+    result = subprocess.run([sys.executable, "-m", "llama_jax.evaluation.evaluators.hub", "--tasks=boolq", f"--out={tmp_path}"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: no task file {tmp_path}/boolq.jsonl and the Hugging Face Hub could not be read "
                            "for aps/super_glue/boolq (validation); on a machine that reaches it run "
-                           f"`python -m llama_jax.evaluators.hub --tasks=boolq --out={tmp_path}`")
+                           f"`python -m llama_jax.evaluation.evaluators.hub --tasks=boolq --out={tmp_path}`")
 
 
 def test_heldout_standard_error_and_perplexity_by_hand():
-    from llama_jax.evaluators import heldout
+    from llama_jax.evaluation.evaluators import heldout
 
     assert heldout.standard_error([1.0, 3.0]) == pytest.approx(1.0)  # sd sqrt(2), over sqrt(2) batches
     assert heldout.standard_error([2.0]) == 0.0

@@ -1,10 +1,10 @@
-"""The model-FLOPs formula (llama_jax.flops) against numbers worked out here by hand from Table 2's shapes, and
+"""The model-FLOPs formula (llama_jax.perf.flops) against numbers worked out here by hand from Table 2's shapes, and
 the MFU of the paper's 65B run (§2.4: 380 tokens/s per GPU on 2048 A100 80GB)."""
 
 import pytest
 
-from llama_jax import flops
 from llama_jax.config import PRESETS
+from llama_jax.perf import flops
 
 
 def test_llama_7b_flops_per_token_by_hand():

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import sentencepiece
 
-from data_pipeline import sources
 from experiments.configs import debug
-from llama_jax import cli, convert, generate, sampling, weights
-from llama_jax import tokenizer as tokenizer_lib
+from llama_jax import cli, corpus_spec
 from llama_jax.config import PRESETS
-from llama_jax.model import param_shapes
+from llama_jax.convert import formats as convert
+from llama_jax.inference import generate, sampling, weights
+from llama_jax.inference import tokenizer as tokenizer_lib
+from llama_jax.model.llama import param_shapes
 
 CONFIG = PRESETS["debug"]  # vocab 256, context 64
 _LETTERS = np.random.default_rng(1).choice(list("abcdefghijklmnopqrstuvwxyz"), size=(3000, 5))
@@ -50,7 +51,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A training workdir of the test config (synthetic tokens: no tokenizer)."""
-    from llama_jax.train import train
+    from llama_jax.train.loop import train
 
     path = str(tmp_path_factory.mktemp("run"))
     train(debug.get_config(), path)
@@ -149,13 +150,13 @@ def test_training_workdir_loads_its_latest_parameters(workdir, files, tmp_path):
     saved = _edit_saved_config(copy, lambda c: c["data"].update(source="mixture", tokenizer=files["tokenizer"]))
     assert weights.load(copy).tokenizer == files["tokenizer"]
     _edit_saved_config(copy, lambda c: c["data"].update(tokenizer="", corpus_dir=""))
-    assert weights.load(copy).tokenizer == sources.tokenizer_path(saved["data"] | {"tokenizer": ""})
-    assert sources.tokenizer_path({"tokenizer": "", "corpus_dir": ""}) == f"{sources.DEFAULT_CORPUS}/tokenizer.model"
+    assert weights.load(copy).tokenizer == corpus_spec.tokenizer_path(saved["data"] | {"tokenizer": ""})
+    assert corpus_spec.tokenizer_path({"tokenizer": "", "corpus_dir": ""}) == f"{corpus_spec.DEFAULT_CORPUS}/tokenizer.model"
 
 
 def test_loading_a_workdir_imports_neither_tensorflow_nor_torch(workdir):
     """The GPU machines have no TensorFlow: finding a run's tokenizer must not pull in data_pipeline's stream."""
-    code = ("import sys; from llama_jax import generate, weights; weights.load(sys.argv[1]); "
+    code = ("import sys; from llama_jax.inference import generate, weights; weights.load(sys.argv[1]); "
             "print(sorted({'tensorflow', 'torch'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code, workdir], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

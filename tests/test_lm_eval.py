@@ -75,7 +75,7 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(setup):
-    from llama_jax.lm_eval import LlamaJaxLM
+    from llama_jax.evaluation.harness import LlamaJaxLM
 
     return LlamaJaxLM(checkpoint=setup[0], batch_size=4)
 
@@ -134,7 +134,7 @@ def test_rolling_loglikelihood_is_the_texts_log_likelihood_after_bos(ours):
 
 
 def test_a_tokenizer_of_another_vocabulary_is_refused(setup, tmp_path):
-    from llama_jax.lm_eval import LlamaJaxLM
+    from llama_jax.evaluation.harness import LlamaJaxLM
 
     other = train_sentencepiece(str(tmp_path / "other.model"), vocab_size=VOCAB + 64)
     with pytest.raises(ValueError, match=f"has {VOCAB + 64} pieces but the model has vocab_size={VOCAB}"):

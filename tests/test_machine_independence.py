@@ -81,7 +81,7 @@ def test_a_tokenizer_trained_with_other_threads_and_paths_has_the_same_fingerpri
     import sentencepiece as spm
     from helpers import stdlib_paragraphs
 
-    from data_pipeline import tokenizer as tok
+    from data_pipeline import spm_tokenizer as tok
 
     text = tmp_path / "sample.txt"
     text.write_text("\n".join(stdlib_paragraphs()[:1500]))

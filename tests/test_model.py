@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llama_jax import attention, model
 from llama_jax.config import PRESETS, ModelConfig
-from llama_jax.convert import unstack_layers
+from llama_jax.convert.formats import unstack_layers
+from llama_jax.model import attention
+from llama_jax.model import llama as model
 
 DEBUG = PRESETS["debug"]
 

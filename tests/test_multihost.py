@@ -11,10 +11,11 @@ import pytest
 from helpers import person_env, started, train_command
 
 from experiments.configs import debug
-from llama_jax import checkpoint, sharding
-from llama_jax import train_step as ts
-from llama_jax.metrics import read_metrics
-from llama_jax.train import train
+from llama_jax import sharding
+from llama_jax.train import checkpoint
+from llama_jax.train import step as ts
+from llama_jax.train.loop import train
+from llama_jax.train.metrics import read_metrics
 
 STEPS = debug.get_config().train.steps
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import debug
-from llama_jax import train_step
 from llama_jax.config import PRESETS
-from llama_jax.model import init_params
-from llama_jax.synthetic import SyntheticStream
+from llama_jax.model.llama import init_params
+from llama_jax.train import step as train_step
+from llama_jax.train.synthetic import SyntheticStream
 
 DEBUG = PRESETS["debug"]
 ACCELERATOR_PATH = {"linear_tokens": "batch_length", "scan_unroll": 1}

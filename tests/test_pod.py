@@ -18,8 +18,8 @@ from fake_cloud import FakeCloud, free_job_id
 from helpers import DEADLINE_S
 
 from experiments import launch, pod, runs, sweep
-from llama_jax import aot
-from llama_jax.metrics import read_metrics
+from llama_jax.perf import aot
+from llama_jax.train.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT_CACHE = os.path.join(ROOT, "tests", "data", "aot_fit_debug_v5p-8.jsonl")  # llama_jax.aot's fits of the debug model

@@ -15,8 +15,10 @@ from jax.sharding import PartitionSpec  # noqa: E402
 from tiny_llama import VOCAB, tiny_llama  # noqa: E402
 
 from experiments.configs.common import base_config  # noqa: E402
-from llama_jax import convert, sampling, sharding  # noqa: E402
-from llama_jax.model import LLaMA  # noqa: E402
+from llama_jax import sharding  # noqa: E402
+from llama_jax.convert import formats as convert  # noqa: E402
+from llama_jax.inference import sampling  # noqa: E402
+from llama_jax.model.llama import LLaMA  # noqa: E402
 
 RNG = np.random.default_rng(0)
 # Three prompts (a batch of 4 rows, one of them padding); the 60-token one reaches the context (64) after 4 new

@@ -295,8 +295,8 @@ def _prior_law(name):
 def test_the_isoflop_design_brackets_its_prior_optimum_and_holds_out_10x(name):
     import importlib
 
-    from llama_jax import info
-    from llama_jax.train_step import model_config
+    from llama_jax.perf import info
+    from llama_jax.train.step import model_config
 
     study = importlib.import_module(f"experiments.configs.{name}")
     law, seq_len = _prior_law(name)

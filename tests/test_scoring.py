@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from evaluation_fixtures import train_sentencepiece
 
-from llama_jax import scoring
-from llama_jax import tokenizer as tokenizer_lib
 from llama_jax.config import get_preset
-from llama_jax.model import LLaMA, init_params
+from llama_jax.evaluation import scoring
+from llama_jax.inference import tokenizer as tokenizer_lib
+from llama_jax.model.llama import LLaMA, init_params
 
 CONFIG = get_preset("debug")  # vocab 256, context 64
 

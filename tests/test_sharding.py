@@ -6,8 +6,9 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from experiments.configs.common import base_config
-from llama_jax import sharding, synthetic
-from llama_jax import train_step as ts
+from llama_jax import sharding
+from llama_jax.train import step as ts
+from llama_jax.train import synthetic
 
 STEPS = 3
 

@@ -14,8 +14,9 @@ import pytest
 
 from experiments import launch, spec, sweep
 from experiments.configs.common import TABLE2
-from llama_jax import aot, checkpoint, optim
-from llama_jax.metrics import read_metrics
+from llama_jax.perf import aot
+from llama_jax.train import checkpoint, optim
+from llama_jax.train.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
@@ -96,7 +97,7 @@ def test_cpu_study_design():
 def test_the_study_tokenizer_is_kept_for_its_corpus_and_retrained_for_a_rebuilt_one(small_corpus, tmp_path):
     import shutil
 
-    from experiments import tokenizer
+    from experiments import study_tokenizer as tokenizer
 
     corpus_dir = shutil.copytree(small_corpus, tmp_path / "corpus")
     path = tokenizer.build(str(corpus_dir), str(tmp_path / "study" / "tok"), vocab_size=600)
@@ -232,7 +233,7 @@ def _train_processes(workdir: str) -> list[str]:
 
 
 def test_a_cooldown_branch_equals_the_same_run_from_scratch(uninterrupted, tmp_path):
-    from llama_jax.train import train
+    from llama_jax.train.loop import train
 
     config = sweep.load(DEBUG_SWEEP).get_config("size=debug,tokens=2560")
     scratch = train(config, str(tmp_path))
@@ -242,7 +243,7 @@ def test_a_cooldown_branch_equals_the_same_run_from_scratch(uninterrupted, tmp_p
 
 def test_a_branch_refuses_a_source_whose_learning_rates_differ(uninterrupted, tmp_path):
     from llama_jax import sharding
-    from llama_jax import train_step as ts
+    from llama_jax.train import step as ts
 
     config = sweep.load(DEBUG_SWEEP).get_config("size=debug,tokens=2560").unlock()
     config.optimizer.peak_lr = 1e-3  # defines the run: refused outright

@@ -11,11 +11,12 @@ import pytest
 
 from experiments.configs import debug
 from experiments.configs.common import base_config
-from llama_jax import checkpoint, sharding, synthetic
-from llama_jax import train_step as ts
-from llama_jax.metrics import MetricsWriter, read_metrics
-from llama_jax.optim import decays, learning_rate_schedule
-from llama_jax.train import NonFiniteError, train
+from llama_jax import sharding
+from llama_jax.train import checkpoint, synthetic
+from llama_jax.train import step as ts
+from llama_jax.train.loop import NonFiniteError, train
+from llama_jax.train.metrics import MetricsWriter, read_metrics
+from llama_jax.train.optim import decays, learning_rate_schedule
 
 
 def test_microbatches_give_the_update_of_one_large_batch():

@@ -16,8 +16,8 @@ import json
 import os
 import tempfile
 
-from data_pipeline.sources import SOURCE_NAMES
 from llama_jax import cli
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 DEFAULT_DIR = ".cache/curated"
 RAW_DIR = ".cache/raw"

@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from data_pipeline.curation import io, logs, stages, stats
-from data_pipeline.sources import SOURCE_NAMES
 from llama_jax.cli import UsageError
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 PYTHON_DIRECT_RUNNER = "FnApiRunner"
 DIRECT_RUNNERS = ("DirectRunner", "SwitchingDirectRunner")

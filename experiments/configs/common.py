@@ -9,18 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from llama_jax.config import get_preset
-
-# LLaMA Table 1 sampling proportions; the keys are the source names of data_pipeline.
-LLAMA_MIXTURE = {
-    "commoncrawl": 0.67,
-    "c4": 0.15,
-    "github": 0.045,
-    "wikipedia": 0.045,
-    "books": 0.045,
-    "arxiv": 0.025,
-    "stackexchange": 0.02,
-}
-
+from llama_jax.corpus_spec import LLAMA_MIXTURE  # Table 1's sampling proportions
 
 # Table 2: peak learning rate and training tokens of the paper's four models.
 TABLE2 = {
@@ -44,6 +33,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.train.steps = 1000
     c.train.seq_len = 2048
     c.train.global_batch_size = 2048  # sequences; 2048 x 2048 = 4M tokens (Table 2)
+    # Derived, never set: follows both fields through every override (an ml_collections FieldReference).
+    c.train.tokens_per_step = c.train.get_ref("global_batch_size") * c.train.get_ref("seq_len")
     c.train.microbatches = 1  # gradient accumulation: the global batch is split into this many steps
     c.train.loss_chunk_size = 0  # > 0: the loss computes float32 logits this many positions at a time
     c.train.document_mask = True  # attention stays inside each packed document (False: plain causal)
@@ -52,7 +43,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.train.eval_batches = 8
     c.train.profile_step = -1  # >= 0: write a profiler trace of that step into WORKDIR/profile
 
-    # Evaluations during training (llama_jax.evaluators), logged as eval/<task>/<metric>: `heldout` (loss per
+    # Evaluations during training (llama_jax.evaluation.evaluators), logged as eval/<task>/<metric>: `heldout` (loss per
     # source on train.eval_batches batches), the offline set built from the corpus's held-out split
     # (`next_sentence`, `cloze`), the paper's benchmarks (`boolq`, ..., files in evals.task_dir) or .jsonl paths.
     c.evals = ml_collections.ConfigDict()
@@ -67,7 +58,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.optimizer.peak_lr = 3.0e-4
     c.optimizer.warmup_steps = 2000
     c.optimizer.final_lr_fraction = 0.1  # cosine decays to 10% of the peak
-    c.optimizer.schedule = "cosine"  # the paper's; "wsd": warmup-stable-decay (llama_jax.optim)
+    c.optimizer.schedule = "cosine"  # the paper's; "wsd": warmup-stable-decay (llama_jax.train.optim)
     c.optimizer.cooldown_fraction = 0.2  # "wsd" only: the last 20% of the steps decay (Hägele et al. 2024)
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.95
@@ -101,7 +92,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
         ("head_dim", None),
         ("layers", None),
         ("norm", None),
-        ("cache_length", None),  # decoding's key/value cache (llama_jax.sampling)
+        ("cache_length", None),  # decoding's key/value cache (llama_jax.inference.sampling)
     )
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -132,7 +123,7 @@ def paper_config(preset: str) -> ml_collections.ConfigDict:
     c = base_config(preset)
     if preset in TABLE2:
         c.optimizer.peak_lr, tokens = TABLE2[preset]
-        c.train.steps = round(tokens / (c.train.global_batch_size * c.train.seq_len))
+        c.train.steps = round(tokens / c.train.tokens_per_step)
     c.model.dtype = "bfloat16"
     c.model.remat_policy = "save_linear"
     return c

@@ -9,7 +9,7 @@ budget that the fit predicts before they train.
 Design (each choice is measured or cited):
 - Counting: N is non-embedding parameters and C = 6 N D (scaling.CONVENTION), in the design, the fits and the
   forecast. A budget's run of size N trains D = C / (6N) tokens (rounded to whole 32 x 128 steps).
-- Budgets and sizes: centred on the committed fit of the first study (experiments/results/fits.json, approach 3
+- Budgets and sizes: centred on the committed fit of cpu_sweep.py (experiments/results/fits.json, approach 3
   on non_embedding_params and eval/mixture/loss: N_opt = 0.110 (C/6)^0.49, i.e. 8.1k, 14k, 22k and 35k
   parameters at C = 5e10, 1.5e11, 4e11, 1e12). Each budget's sizes bracket that optimum by at least 2x on each
   side (tests/test_scaling.py checks it against fits.json), so that its minimum is measured, not extrapolated;
@@ -17,7 +17,7 @@ Design (each choice is measured or cited):
   d16l1 is a 1-layer, 16-wide LLaMA.
 - Held out: C = 1e13, 10x the largest fit budget, at the predicted N_opt (d64l2, 101k) and one size each side
   (d48l2, d64l3); `experiments.scaling forecast` writes experiments/results/forecast.json before they train.
-- Learning rate per size, from data: peak rates 2e-3 x sqrt(256 / dim) x {0.5, 1, 2} (the first study's rule and
+- Learning rate per size, from data: peak rates 2e-3 x sqrt(256 / dim) x {0.5, 1, 2} (cpu_sweep.py's rule and
   a factor 2 each way; Porian et al. 2024: untuned rates move the N_opt exponent) at the size's smallest fit
   budget; chosen_lr() reads the lowest final eval/mixture/loss of the three from the collected results
   (experiments/results/cpu_isoflop.csv). Until that CSV holds a size's three rate runs, its grid runs are listed
@@ -28,10 +28,10 @@ Design (each choice is measured or cited):
   the last 20% with a (1 - sqrt) decay to 0; batch 32 x 128, AdamW beta2 0.99,
   warmup of N tokens, weight decay 0.1, clipping 1.0 (the cpu_sweep docstring gives the reasons).
 - Noise: seed noise from a second seed at every size of the 5e10 budget (5 sizes); held-out loss of every
-  source on 16 batches of 32 x 128 tokens (65k tokens per source, 4x the first study), logged with its
+  source on 16 batches of 32 x 128 tokens (65k tokens per source, 4x cpu_sweep.py's), logged with its
   standard error over the batches (eval/<source>/loss_se, eval/mixture/loss_se) so that eval noise is
   measured against seed noise, every 500 steps and at the end.
-- Cost: estimated_seconds() from the measured speeds of the first study (2-core idle box, 2026-11-27: d32l2
+- Cost: estimated_seconds() from the speeds cpu_sweep.py's runs measured on the idle 2-core box (d32l2
   23k tokens/s, d48l2 16.6k, d64l3 11.6k, d80l4 6.8k) and conservative guesses for the sizes it did not run
   (TOKENS_PER_S; smaller sizes barely faster, as per-step overheads dominate there), times 1.15 for
   evaluations, compiles and process starts: about 2.5 hours, an estimate to be measured on the idle box.
@@ -40,9 +40,10 @@ Design (each choice is measured or cited):
 import math
 import os
 
-from data_pipeline import sources
-from experiments import isoflop, spec, tokenizer
+from experiments import isoflop, spec
+from experiments import study_tokenizer as tokenizer
 from experiments.configs.common import base_config
+from llama_jax import corpus_spec
 
 # dim, layers (dim // 16 heads, SwiGLU hidden a multiple of 16).
 SIZES = {"d16l1": (16, 1), "d16l2": (16, 2), "d20l2": (20, 2), "d24l2": (24, 2), "d32l2": (32, 2),
@@ -64,7 +65,7 @@ TOKENS_PER_S = {"d16l1": 30e3, "d16l2": 28e3, "d20l2": 27e3, "d24l2": 25e3, "d32
 OVERHEAD = 1.15  # evaluations, compiles and process starts, on top of training
 BATCH, SEQ_LEN, VOCAB = 32, 128, 2048
 COOLDOWN = 0.2
-TOKENIZER = os.path.join(os.path.dirname(sources.DEFAULT_CORPUS), "study", f"tokenizer_{VOCAB}.model")
+TOKENIZER = os.path.join(os.path.dirname(corpus_spec.DEFAULT_CORPUS), "study", f"tokenizer_{VOCAB}.model")
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "cpu_isoflop.csv")
 LOSS = "eval/mixture/loss"
 
@@ -170,7 +171,7 @@ def estimated_seconds() -> dict[str, float]:
 
 def data_tokens(config) -> dict[str, float]:
     """Training tokens of each source of the bundled corpus under the study's tokenizer ({} before it is built)."""
-    corpus = sources.corpus_dir(config.data)
+    corpus = corpus_spec.corpus_dir(config.data)
     if not (os.path.exists(config.data.tokenizer) and os.path.exists(os.path.join(corpus, "manifest.json"))):
         return {}
     return tokenizer.corpus_tokens(corpus, config.data.tokenizer)

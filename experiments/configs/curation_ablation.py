@@ -9,8 +9,8 @@ runs all of it.
 """
 
 from data_pipeline.curation.mixture import DEFAULT_DIR
-from data_pipeline.sources import SOURCE_NAMES
 from experiments.configs import tiny
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 VARIANTS = ("raw", "curated", "eval")
 

@@ -26,9 +26,9 @@ Design:
 import math
 import os
 
-from data_pipeline import sources
 from experiments import isoflop, spec
 from experiments.configs.common import paper_config
+from llama_jax import corpus_spec
 
 # dim, layers; heads of 128 (LLaMA's head size), SwiGLU hidden a multiple of 256 (LLaMA's multiple_of).
 SIZES = {"d768l12": (768, 12), "d1024l16": (1024, 16), "d1280l20": (1280, 20), "d1536l24": (1536, 24),
@@ -109,4 +109,4 @@ def fit_runs() -> list[str]:
 
 def data_tokens(config) -> dict[str, float]:
     """The paper's data: each source's unique tokens by Table 1 (its share of 1.4T over its epochs)."""
-    return sources.table1_unique_tokens()
+    return corpus_spec.table1_unique_tokens()

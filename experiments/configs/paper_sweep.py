@@ -9,9 +9,9 @@ schedule ends there (what Chinchilla's fits are made of).
         --tpu=NAME --zone=ZONE --workdir=gs://BUCKET [--execute]
 """
 
-from data_pipeline import sources
 from experiments import spec
 from experiments.configs.common import TABLE2, paper_config
+from llama_jax import corpus_spec
 
 SIZES = {"7b": "llama_7b", "13b": "llama_13b", "33b": "llama_33b", "65b": "llama_65b"}
 STEP_TOKENS = 200e9  # the grid's spacing, from 200B tokens up to Table 2's budget
@@ -35,4 +35,4 @@ def sweep() -> list[str]:
 
 def data_tokens(config) -> dict[str, float]:
     """The paper's data: each source's unique tokens by Table 1 (its share of 1.4T over its epochs)."""
-    return sources.table1_unique_tokens()
+    return corpus_spec.table1_unique_tokens()

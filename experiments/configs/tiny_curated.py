@@ -2,8 +2,8 @@
 `.cache/curated/<source>` (the Beam pipelines' output) with the tokenizer trained on it."""
 
 from data_pipeline.curation.mixture import DEFAULT_DIR, TOKENIZER
-from data_pipeline.sources import SOURCE_NAMES
 from experiments.configs import tiny
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 
 def get_config():

@@ -15,8 +15,8 @@ import os
 import shutil
 from collections.abc import Callable
 
-from data_pipeline.sources import SOURCE_NAMES
 from llama_jax import cli
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 DEFAULT_DIR = ".cache/raw"
 

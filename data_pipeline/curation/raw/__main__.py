@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from data_pipeline.curation import logs, raw
-from data_pipeline.sources import SOURCE_NAMES
 from llama_jax import cli
+from llama_jax.corpus_spec import SOURCE_NAMES
 
 
 def main(argv: list[str] | None = None) -> None:
