@@ -103,6 +103,18 @@ def test_llama_argument_adds_up_by_hand():
 def test_llama_argument_adds_up():
     rows = scaling.llama_argument(scaling.CHINCHILLA, [6.7e9, 13e9])
     (row,) = rows
+    # By hand from Hoffmann et al.'s published fit (E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28), not through
+    # Law's closed form: at the compute-optimal D of N = 13B the two terms' marginal returns are equal,
+    # alpha A / N^alpha = beta B / D^beta, so D = (beta B N^alpha / (alpha A))^(1 / beta)
+    # = (114.996 x 2746.25 / 138.176)^(1 / 0.28) = 2285.55^3.5714 = 9.917e11 tokens; its loss is
+    # 1.69 + 406.4 / 2746.25 + 410.7 / (9.917e11)^0.28 = 1.69 + 0.14798 + 0.17969 = 2.01768. 6.7B reaches it when
+    # 410.7 / D^0.28 = 2.01768 - 1.69 - 406.4 / 2192.13 = 0.14229, at D = (410.7 / 0.14229)^(1 / 0.28) = 2.2826e12
+    # (341 tokens per parameter). Training: 6 x 6.7e9 x 2.2826e12 = 9.176e22 against 6 x 13e9 x 9.917e11 =
+    # 7.736e22 FLOPs; serving saves 2 x 6.3e9 FLOPs per token, even after 1.4405e22 / 1.26e10 = 1.143e12 tokens.
+    expected = {"D_next_opt": 9.917e11, "loss_target": 2.01768, "D_needed": 2.2826e12, "tokens_per_param": 341,
+                "train_flops": 9.176e22, "train_flops_next": 7.736e22, "inference_flops_saved_per_token": 1.26e10,
+                "inference_saving": 6.3 / 13, "breakeven_inference_tokens": 1.143e12}
+    assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-3)
     assert TRUE.tokens_to_reach(1e5, TRUE.E) == np.inf  # a loss at or below E + A / N^alpha is out of reach
     assert scaling.CHINCHILLA.loss(6.7e9, row["D_needed"]) == pytest.approx(row["loss_target"])
     assert row["D_needed"] > row["D_next_opt"]  # the smaller model needs more tokens than the larger one's optimum
