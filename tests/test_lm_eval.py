@@ -1,6 +1,7 @@
 """lm-evaluation-harness: our `llama_jax` model and the harness's own `hf` backend, on a random tiny Llama saved
 as a Hugging Face directory with a SentencePiece-trained tokenizer beside it, give the same per-request
-log-likelihoods (to 1e-4), the same accuracy and the same greedy generations on local JSON tasks, offline."""
+log-likelihoods (to 7.5e-5; measured 3.0e-5), the same accuracy and the same greedy generations on local JSON
+tasks, offline."""
 
 import json
 import os
@@ -103,7 +104,7 @@ def test_same_loglikelihoods_and_accuracy_as_the_hf_backend(runs):
     ll_ours = np.array([[float(ll) for ll, _ in doc] for doc in ours])
     ll_hf = np.array([[float(ll) for ll, _ in doc] for doc in hf])
     assert ll_ours.shape == (12, 4) and np.abs(ll_hf).min() > 1.0  # 48 requests, none trivially near zero
-    np.testing.assert_allclose(ll_ours, ll_hf, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ll_ours, ll_hf, atol=7.5e-5, rtol=0)
     assert [[g for _, g in doc] for doc in ours] == [[g for _, g in doc] for doc in hf]
     for metric in ("acc,none", "acc_norm,none"):
         assert runs["ours"]["results"]["tiny_mc"][metric] == runs["hf"]["results"]["tiny_mc"][metric]
