@@ -48,6 +48,23 @@ def save_hf_tokenizer(sentencepiece_path: str, out_dir: str) -> str:
     return out_dir
 
 
+def save_byte_level_bpe(out_dir: str, vocab_size: int = VOCAB) -> str:
+    """A GPT-2-style byte-level BPE trained here on real text, saved as a Hugging Face tokenizer directory: 256 byte
+    symbols, `<|endoftext|>` (id 0) as BOS and EOS, and merges; its post-processor adds no BOS, as GPT-2's."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(real_text(), trainer)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>",
+                                         eos_token="<|endoftext|>").save_pretrained(out_dir)
+    return out_dir
+
+
 def write_corpus(root: str, sources: dict[str, list[str]], train_text: str = "") -> str:
     """A corpus directory as data_pipeline.corpus lays it out: <source>/validation-00000-of-00001.jsonl with
     `sources`' documents, a train shard holding `train_text`, and a manifest."""

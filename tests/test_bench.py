@@ -34,11 +34,16 @@ def result(suite):
 
 def test_figures_are_consistent(result):
     config, r = result
-    tokens = config.train.global_batch_size * config.train.seq_len
     assert r["devices"] == 8  # tests/conftest.py: 8 fake CPU devices, all used by the default mesh
-    assert r["tokens_per_s_per_device"] == pytest.approx(tokens / r["step_s"] / r["devices"])
-    per_token = flops.train_flops_per_token(model_config(config), config.train.seq_len)
+    assert r["tokens_per_s_per_device"] == pytest.approx(8 * 64 / r["step_s"] / 8)  # SMALL: 8 rows of 64 tokens
+    # By hand for the debug preset (dim 64, 2 layers, 4 heads of 16, SwiGLU 192, vocab 256) at 64 positions:
+    # per layer 4 x 64^2 + 3 x 64 x 192 = 53,248 matmul weights; 2 layers and the 64 x 256 output: 122,880;
+    # 6 x 122,880 = 737,280 plus causal attention 6 x 2 layers x 64 x 4 x 16 = 49,152: 786,432 FLOPs per token.
+    per_token = 786_432
+    assert flops.train_flops_per_token(model_config(config), config.train.seq_len) == per_token
     assert r["model_tflops_per_device"] == pytest.approx(r["tokens_per_s_per_device"] * per_token / 1e12)
+    # 2 x 256 x 64 tables + 2 x (53,248 + 2 x 64 norms) + 64 final norm
+    assert r["params"] == 139_584
     assert r["mfu"] is None  # a CPU has no dense bf16 peak to compare with
     assert len(r["losses"]) == 3 and all(loss > 0 for loss in r["losses"])
     assert r["dtype"] == "bfloat16" and r["remat"] == "save_linear" and r["attention"] == "xla"

@@ -21,6 +21,9 @@ from llama_jax.convert import formats as convert  # noqa: E402
 from llama_jax.model.llama import LLaMA, init_params, param_shapes  # noqa: E402
 
 TOKENS = np.random.RandomState(0).randint(0, VOCAB, size=(2, 12))
+# float32 logits against transformers': the largest difference these tests measured is 7.7e-6 (AMD EPYC, 2026-12-02;
+# 9.2e-6 earlier); the README quotes both numbers.
+ATOL = 2e-5
 
 
 def _hf_logits(model) -> np.ndarray:
@@ -53,7 +56,7 @@ def test_hf_checkpoint_gives_transformers_logits(hf_models, name, scan_layers):
     assert config.scan_layers == scan_layers and ("layers" in params) == scan_layers
     ours = _our_logits(config, params)
     assert np.abs(reference).max() > 1.0  # the comparison is not between near-zero numbers
-    np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours, reference, atol=ATOL, rtol=0)
     np.testing.assert_array_equal(ours.argmax(-1), reference.argmax(-1))
 
 
@@ -77,7 +80,7 @@ def test_save_hf_loads_in_transformers(hf_models, tmp_path, name):
     assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))
     model = transformers.LlamaForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
     reference, ours = _hf_logits(model), _our_logits(config, params)
-    np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours, reference, atol=ATOL, rtol=0)
     np.testing.assert_array_equal(ours.argmax(-1), reference.argmax(-1))
     _, again = convert.load_hf(out)
     jax.tree.map(np.testing.assert_array_equal, again, params)
@@ -143,7 +146,7 @@ def test_meta_checkpoint_gives_transformers_logits(hf_models, tmp_path, name, n_
     path = _write_meta(tmp_path / "meta", name, model, n_shards)
     config, params = convert.load_meta(path, scan_layers=scan_layers)
     ours = _our_logits(config, params)
-    np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours, reference, atol=ATOL, rtol=0)
     np.testing.assert_array_equal(ours.argmax(-1), reference.argmax(-1))
 
 
@@ -162,7 +165,7 @@ def test_meta_vocab_size_minus_one_is_the_embedding_rows_checked_against_a_token
     os.remove(tmp_path / "tokenizer.model")  # no tokenizer: the embedding's rows are the vocabulary
     config, params = convert.load_meta(path)
     assert config.vocab_size == VOCAB
-    np.testing.assert_allclose(_our_logits(config, params), hf_models["mha"][2], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_our_logits(config, params), hf_models["mha"][2], atol=ATOL, rtol=0)
     sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(words), model_prefix=str(tmp_path / "tokenizer"),
                                              vocab_size=VOCAB - 28, model_type="bpe", minloglevel=2)
     with pytest.raises(ValueError, match=r"tokenizer.model has 100 pieces but the checkpoint's tok_embeddings.weight "
@@ -204,10 +207,10 @@ def test_command_converts_hf_to_meta_and_orbax(hf_models, tmp_path):
     path, _, reference = hf_models["gqa"]
     convert.main(["--from=hf", "--to=meta", "--dtype=float32", "--shards=2", path, str(tmp_path / "meta")])
     config, params = convert.load_meta(str(tmp_path / "meta"))
-    np.testing.assert_allclose(_our_logits(config, params), reference, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_our_logits(config, params), reference, atol=ATOL, rtol=0)
     convert.main(["--from=meta", "--to=orbax", str(tmp_path / "meta"), str(tmp_path / "orbax")])
     config, params = convert.load_orbax(str(tmp_path / "orbax"))
-    np.testing.assert_allclose(_our_logits(config, params), reference, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_our_logits(config, params), reference, atol=ATOL, rtol=0)
     with pytest.raises(FileExistsError, match="already exists"):
         convert.main(["--from=hf", "--to=hf", path, str(tmp_path / "orbax")])
 
@@ -223,7 +226,7 @@ def test_tied_embeddings_are_copied_into_the_untied_output(tmp_path):
     model.save_pretrained(str(tmp_path / "tied"))
     ours_config, params = convert.load_hf(str(tmp_path / "tied"))
     np.testing.assert_array_equal(params["output"], params["tok_embeddings"].T)
-    np.testing.assert_allclose(_our_logits(ours_config, params), _hf_logits(model), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_our_logits(ours_config, params), _hf_logits(model), atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("change,message", [

@@ -70,9 +70,21 @@ def assert_same_batches(a, b):
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def test_table1_weights_sum_to_one_and_are_the_config_default():
+PAPER_TABLE1 = {  # Table 1 of the paper, copied from it: sampling proportion, epochs over 1.4T tokens
+    "commoncrawl": (0.67, 1.10),
+    "c4": (0.15, 1.06),
+    "github": (0.045, 0.64),
+    "wikipedia": (0.045, 2.45),
+    "books": (0.045, 2.23),
+    "arxiv": (0.025, 1.06),
+    "stackexchange": (0.02, 1.03),
+}
+
+
+def test_table1_is_the_papers_and_the_config_default():
+    assert TABLE1 == PAPER_TABLE1 and list(TABLE1) == list(PAPER_TABLE1)  # the order fixes the stream's draws
+    assert dict(base_config("tiny").data.weights) == {k: w for k, (w, _) in PAPER_TABLE1.items()}
     assert sum(w for w, _ in TABLE1.values()) == pytest.approx(1.0)
-    assert dict(base_config("tiny").data.weights) == {k: w for k, (w, _) in TABLE1.items()}
 
 
 def test_weights_not_summing_to_one_are_an_error_unless_normalized():
@@ -163,15 +175,28 @@ def drawn(corpus_dir):
     return stream, batches, stream.report()
 
 
-def test_observed_token_proportions_match_the_weights(drawn):
-    _, batches, report = drawn
-    rows = sum(b["inputs"].shape[0] for b in batches)
-    assert report["tokens"] == rows * (SEQ_LEN + 1)
+def test_observed_token_proportions_match_table_1(corpus_dir):
+    """32,768 rows of 9 tokens: the smallest source (2%) has sigma = 0.077 points, so the test's 4 sigma is 15% of
+    its weight, and a weight 30% off on any source (0.6 points on StackExchange) lies 7.7 sigma from Table 1's
+    value, beyond the tolerance by 3.7 sigma; the sizing is checked below."""
+    import data_pipeline
+
+    rows_per_batch, batches, seq_len = 1024, 32, 8
+    c = make_config(corpus_dir, shuffle_buffer=16)
+    c.train.global_batch_size, c.train.seq_len = rows_per_batch, seq_len
+    stream = data_pipeline.train_stream(c)
+    take(stream, batches)
+    report, rows = stream.report(), rows_per_batch * batches
+    assert report["tokens"] == rows * (seq_len + 1)
     assert sum(s["tokens"] for s in report["sources"]) == report["tokens"]
+    assert [s["name"] for s in report["sources"]] == list(PAPER_TABLE1)
     for s in report["sources"]:
-        sigma = np.sqrt(s["target"] * (1 - s["target"]) / rows)
-        assert abs(s["observed"] - s["target"]) < 4 * sigma, s
-        assert s["docs"] > 0 and s["epochs"] > 0
+        weight = PAPER_TABLE1[s["name"]][0]
+        sigma = np.sqrt(weight * (1 - weight) / rows)
+        off = 0.3 * weight * (1 - weight) / (1 + 0.3 * weight)  # the proportion moved by a weight 30% too large
+        assert off - 4 * sigma > 3 * np.sqrt((weight + off) * (1 - weight - off) / rows)  # the sizing of this test
+        assert abs(s["observed"] - weight) < 4 * sigma, s
+        assert s["target"] == weight and s["docs"] > 0 and s["epochs"] > 0
 
 
 def test_each_row_holds_text_of_the_source_drawn_for_it(drawn, corpus_dir, sp):

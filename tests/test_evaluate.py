@@ -82,6 +82,26 @@ def test_table3_layout_json_and_a_resumed_evaluation(files, tmp_path, monkeypatc
         evaluate.run(_args(files, tasks[:1], f"--out={out}"))
 
 
+def test_bos_follows_the_tokenizer_unless_forced(files, capsys):
+    """LLaMA's SentencePiece tokenizer adds BOS, so the default is the paper's protocol; --add_bos_token forces it
+    either way (tests/test_lm_eval.py checks a tokenizer that adds none against the harness)."""
+    from llama_jax.evaluators.model import model_of
+
+    from llama_jax import weights
+
+    loaded = weights.load(files["checkpoint"])
+    pair = [("The quick brown fox", " jumps over the lazy dog")]
+    scores = {bos: model_of(loaded, files["checkpoint"], add_bos=bos).loglikelihood(pair)[0].logprob
+              for bos in (None, True, False)}
+    assert scores[None] == scores[True] and abs(scores[True] - scores[False]) > 1e-2
+    off = evaluate.run(_args(files, [files["custom"]], "--add_bos_token=false", "--max_items=4"))
+    assert off["settings"]["add_bos_token"] is False
+    assert "add_bos_token" not in evaluate.run(_args(files, [files["custom"]], "--max_items=4"))["settings"]
+    with pytest.raises(SystemExit):
+        _args(files, ["boolq"], "--add_bos_token=maybe")
+    assert "'maybe' is not true or false" in capsys.readouterr().err
+
+
 def test_table_puts_the_papers_columns_first():
     results = {"custom": {"acc_norm": 0.5}, "piqa": {"acc_norm": 0.798}, "boolq": {"acc_ratio": 0.765},
                "heldout": {"eval/books/loss": 2.0, "eval/books/perplexity": 7.389}}

@@ -29,7 +29,9 @@ def test_microbatches_give_the_update_of_one_large_batch():
         mesh = sharding.make_mesh(c, jax.devices()[:2])
         state = ts.init_state(c, mesh, jax.random.PRNGKey(0))
         batch = next(synthetic.train_stream(c))
-        batch["loss_mask"][:, :5] = 0.0  # unequal token counts per row: the mean is over tokens, not rows
+        for row in range(8):  # row j*4 + i goes to microbatch i: microbatches of 32, 24, 16 and 8 target tokens,
+            batch["loss_mask"][row, :4 * (row % 4)] = 0.0  # so a mean of per-microbatch means would differ
+        assert [batch["loss_mask"][i::4].sum() for i in range(4)] == [32, 24, 16, 8]
         step = ts.make_train_step(c, mesh)
         for _ in range(2):  # two steps, so that the AdamW update itself (not only its first, sign-like step) counts
             state, metrics = step(state, ts.device_batch(batch, c, mesh))

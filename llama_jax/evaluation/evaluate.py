@@ -3,7 +3,8 @@
     python -m llama_jax.evaluate --checkpoint=PATH --tasks=boolq,piqa,next_sentence,cloze,heldout [--out=results.json]
 
 PATH is a training workdir (its latest checkpoint), an orbax params directory, a Meta directory or a Hugging Face
-directory; the tokenizer is the one beside the weights or the run's (--tokenizer overrides). Task names are listed
+directory; the tokenizer is the one beside the weights or the run's (--tokenizer overrides), and texts are encoded
+after BOS when the tokenizer adds it (LLaMA's does; --add_bos_token=true|false forces it). Task names are listed
 in llama_jax/evaluation/evaluators/__init__.py; `heldout` gives each source's held-out loss and perplexity and needs the data
 config (the run's, for a workdir, or --config). With --out, results are written after each task: the same command
 after an interruption keeps the finished tasks and computes the rest (the numbers do not depend on the split).
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> dict:
 
     given = registry.check_names(n for n in args.tasks.split(",") if n)
     settings = {"checkpoint": os.path.abspath(args.checkpoint), "tokenizer": args.tokenizer, "tasks": given,
-                "max_items": args.max_items, "truncation": args.truncation}
+                "max_items": args.max_items, "truncation": args.truncation,
+                **({} if args.add_bos_token is None else {"add_bos_token": args.add_bos_token})}
     results = read_previous(args.out, settings)
     task_dir = args.task_dir or registry.offline.default_task_dir(args.corpus)
     tasks = {}
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> dict:
     if all(name in results for name in tasks):
         return {"settings": settings, "results": results, "paper_metric": metrics}
     loaded = weights.load(args.checkpoint)
-    model = model_of(loaded, args.checkpoint, tokenizer=args.tokenizer, rows=args.rows, truncate=args.truncation)
+    model = model_of(loaded, args.checkpoint, tokenizer=args.tokenizer, rows=args.rows, truncate=args.truncation,
+                     add_bos=args.add_bos_token)
     for name, task in tasks.items():
         if name in results:
             continue
@@ -128,12 +131,21 @@ def run(args: argparse.Namespace) -> dict:
     return {"settings": settings, "results": results, "paper_metric": metrics}
 
 
+def _bool(text: str) -> bool:
+    """--add_bos_token's value."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return text.lower() == "true"
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llama_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="training workdir, orbax params, Meta or HF directory")
     parser.add_argument("--tasks", required=True, help="comma-separated task names or .jsonl files")
     parser.add_argument("--tokenizer", default=None, help="SentencePiece model or HF tokenizer directory "
                         "(default: beside the weights, or the run's)")
+    parser.add_argument("--add_bos_token", type=_bool, default=None, metavar="true|false",
+                        help="BOS before every text on or off (default: as the tokenizer encodes; LLaMA's adds it)")
     parser.add_argument("--out", default="", help="results JSON, written after each task; a rerun resumes it")
     parser.add_argument("--task_dir", default="", help="where task files are read and written (default: "
                         "beside the corpus, .cache/tasks)")

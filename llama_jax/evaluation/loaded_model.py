@@ -35,13 +35,13 @@ class Model:
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, until: Sequence[str] = (),
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-        """Continuations of `prompts` (encoded after BOS; greedy unless temperature > 0), cut before the first of
-        `until`; each stops at EOS, after max_new_tokens, or at the model's context. With `truncate`, a prompt
-        keeps its last max_seq_len - max_new_tokens tokens, as lm-evaluation-harness's hf backend; else a prompt
-        that fills the context is refused."""
+        """Continuations of `prompts` (encoded after BOS if the tokenizer adds it; greedy unless temperature > 0),
+        cut before the first of `until`; each stops at EOS, after max_new_tokens, or at the model's context. With
+        `truncate`, a prompt keeps its last max_seq_len - max_new_tokens tokens, as lm-evaluation-harness's hf
+        backend; else a prompt that fills the context is refused."""
         from llama_jax.inference import sampling
 
-        ids = [self.tokenizer.encode(p, bos=True) for p in prompts]
+        ids = [self.tokenizer.encode(p, bos=self.tokenizer.add_bos) for p in prompts]
         if self.truncate and max_new_tokens < self.config.max_seq_len:
             ids = [i[-(self.config.max_seq_len - max_new_tokens):] for i in ids]
 
@@ -64,17 +64,19 @@ def cut(text: str, until: Sequence[str]) -> str:
 
 
 def load_model(checkpoint: str, *, tokenizer: str | None = None, dtype: str | None = None, rows: int = 8,
-               truncate: bool = False) -> Model:
+               truncate: bool = False, add_bos: bool | None = None) -> Model:
     """The Model of `checkpoint` (training workdir, orbax params, Meta or Hugging Face directory: weights.load)."""
     from llama_jax.inference import weights
 
     return model_of(weights.load(checkpoint, dtype=dtype), checkpoint, tokenizer=tokenizer, rows=rows,
-                    truncate=truncate)
+                    truncate=truncate, add_bos=add_bos)
 
 
-def model_of(loaded, checkpoint: str, *, tokenizer: str | None = None, rows: int = 8, truncate: bool = False) -> Model:
+def model_of(loaded, checkpoint: str, *, tokenizer: str | None = None, rows: int = 8, truncate: bool = False,
+             add_bos: bool | None = None) -> Model:
     """A Model of what weights.load gave for `checkpoint`, with `tokenizer` (SentencePiece file or HF tokenizer
-    directory; default: the one beside the weights or the run's); parameters placed on the default device once."""
+    directory; default: the one beside the weights or the run's; `add_bos` forces BOS before texts on or off,
+    default the tokenizer's own setting); parameters placed on the default device once."""
     import jax
 
     from llama_jax.inference import tokenizer as tokenizer_lib
@@ -84,6 +86,6 @@ def model_of(loaded, checkpoint: str, *, tokenizer: str | None = None, rows: int
         raise FileNotFoundError(f"no tokenizer found beside {checkpoint}; give one (--tokenizer=PATH, lm_eval: "
                                 "--model_args checkpoint=...,tokenizer=PATH): a SentencePiece model or a Hugging Face "
                                 "tokenizer directory")
-    tok = tokenizer_lib.load(path, loaded.config.vocab_size)
+    tok = tokenizer_lib.load(path, loaded.config.vocab_size, add_bos=add_bos)
     params = jax.device_put(loaded.params)
     return Model(loaded.config, params, tok, scorer=scoring.Scorer(loaded.config, rows=rows), truncate=truncate)

@@ -4,9 +4,10 @@ Several requests share one row, as training packs documents: each request is its
 attention inside it, positions restart at 0), so packing changes no score. Rows have a static shape
 [rows, row_len], row_len taken from a short ladder of lengths, so a whole evaluation compiles a few programs.
 
-Tokenization follows lm-evaluation-harness (`TemplateLM`, `hf` backend): the context is encoded with BOS, the
-continuation is what encoding context + continuation adds after it, trailing spaces of the context move to the
-continuation, and an empty context is scored after BOS alone.
+Tokenization follows lm-evaluation-harness (`TemplateLM`, `hf` backend): the context is encoded after BOS when
+the tokenizer adds one (`Tokenizer.add_bos`: LLaMA's does, a GPT-2-style BPE does not), the continuation is what
+encoding context + continuation adds after it, trailing spaces of the context move to the continuation, and an
+empty context is scored after BOS alone.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[
     spaces = len(context) - len(context.rstrip())
     if spaces:  # "Question: x\nAnswer: " + "yes" scores " yes": the word boundary belongs to the continuation
         context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = tokenizer.encode(context + continuation, bos=True)
-    context_ids = tokenizer.encode(context, bos=True)
+    whole = tokenizer.encode(context + continuation, bos=tokenizer.add_bos)
+    context_ids = tokenizer.encode(context, bos=tokenizer.add_bos)
     return context_ids, whole[len(context_ids):]
 
 

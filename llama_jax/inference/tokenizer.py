@@ -26,6 +26,7 @@ class Tokenizer(Protocol):
     """What generation and evaluation need from a tokenizer."""
 
     name: str  # the path it was loaded from
+    add_bos: bool  # whether a text is encoded after BOS, the tokenizer's own setting (lm-evaluation-harness's rule)
     bos_id: int
     eos_id: int
     vocab_size: int
@@ -61,10 +62,11 @@ def sentencepiece_processor(proto: bytes, name: str, vocab_size: int | None = No
 
 
 class SentencePieceTokenizer:
-    """A SentencePiece model (the paper's BPE tokenizer, Meta's `tokenizer.model`)."""
+    """A SentencePiece model (the paper's BPE tokenizer, Meta's `tokenizer.model`); texts are encoded after BOS
+    unless `add_bos` is False, as Meta's reference and the harness's `hf` backend with LLaMA's tokenizer do."""
 
-    def __init__(self, sp: spm.SentencePieceProcessor, name: str):
-        self.sp, self.name = sp, name
+    def __init__(self, sp: spm.SentencePieceProcessor, name: str, add_bos: bool = True):
+        self.sp, self.name, self.add_bos = sp, name, add_bos
         self.bos_id, self.eos_id, self.vocab_size = sp.bos_id(), sp.eos_id(), sp.vocab_size()
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
@@ -75,17 +77,24 @@ class SentencePieceTokenizer:
 
 
 class HuggingFaceTokenizer:
-    """A `transformers.AutoTokenizer` directory; the vocabulary counts its added tokens (`len(tokenizer)`)."""
+    """A `transformers.AutoTokenizer` directory; the vocabulary counts its added tokens (`len(tokenizer)`).
 
-    def __init__(self, path: str):
+    BOS goes before a text when the tokenizer's own encoding puts it there (LLaMA's does; a GPT-2-style byte-level
+    BPE does not), or as `add_bos` forces: lm-evaluation-harness's `hf` backend passes its `add_bos_token` to
+    the tokenizer the same way and encodes with the tokenizer's special tokens."""
+
+    def __init__(self, path: str, add_bos: bool | None = None):
         from transformers import AutoTokenizer
 
-        self.hf, self.name = AutoTokenizer.from_pretrained(path), path
+        options = {} if add_bos is None else {"add_bos_token": add_bos}
+        self.hf, self.name = AutoTokenizer.from_pretrained(path, **options), path
         self.vocab_size = len(self.hf)
         self.bos_id, self.eos_id = self.hf.bos_token_id, self.hf.eos_token_id
         if self.bos_id is None or self.eos_id is None:
             raise ValueError(f"tokenizer {path} has no BOS/EOS token (bos={self.bos_id}, eos={self.eos_id}); "
                              "prompts need both")
+        special = self.hf.encode("a", add_special_tokens=True if add_bos is None else add_bos)
+        self.add_bos = special[:1] == [self.bos_id]
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self.hf.encode(text, add_special_tokens=False)
@@ -95,14 +104,15 @@ class HuggingFaceTokenizer:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
-def load(path: str, vocab_size: int | None = None) -> Tokenizer:
+def load(path: str, vocab_size: int | None = None, add_bos: bool | None = None) -> Tokenizer:
     """The tokenizer at `path` (a SentencePiece model file or a Hugging Face tokenizer directory), checked
-    against the model's `vocab_size` when given."""
+    against the model's `vocab_size` when given; `add_bos` forces BOS before texts on or off (default: the
+    tokenizer's own setting; a SentencePiece model adds it)."""
     if os.path.isdir(path):
         if not any(os.path.isfile(os.path.join(path, f)) for f in HF_TOKENIZER_FILES):
             raise FileNotFoundError(f"tokenizer directory {path} has none of {HF_TOKENIZER_FILES}; give a "
                                     "Hugging Face tokenizer directory or a SentencePiece model file")
-        tok = HuggingFaceTokenizer(path)
+        tok = HuggingFaceTokenizer(path, add_bos)
         check_vocab_size(tok.vocab_size, vocab_size, path)
         return tok
     if not os.path.isfile(path):
@@ -114,4 +124,4 @@ def load(path: str, vocab_size: int | None = None) -> Tokenizer:
         sp = sentencepiece_processor(proto, path, vocab_size)
     except RuntimeError as error:  # SentencePiece's parse failure
         raise ValueError(f"tokenizer {path} is not a SentencePiece model: {error}") from error
-    return SentencePieceTokenizer(sp, path)
+    return SentencePieceTokenizer(sp, path, add_bos=True if add_bos is None else add_bos)
