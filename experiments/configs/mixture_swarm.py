@@ -8,8 +8,8 @@ experiments/configs/mixture_target.py.
 Design (each choice is measured or cited):
 - Mixtures (experiments.mixing): SWARM draws from a Dirichlet centred on Table 1 (RegMix's way), with the
   concentration mixing.concentration picks: the largest at which commoncrawl's 5th percentile is half its Table 1
-  weight (5.6), so the dominant source ranges from a third of the mass to nearly all of it and the small sources
-  from the floor to 5-10 times their Table 1 weight; each shrunk to give every source at least FLOOR (0.5%: every
+  weight (5.6), so the dominant source ranges from a third of the mass to nearly all of it, c4 up to 2.8 times
+  its Table 1 weight and the five small sources from the floor to about 5-6 times theirs (95th percentiles); each shrunk to give every source at least FLOOR (0.5%: every
   source's held-out loss stays inside the region the laws are fitted on, and log-weights stay finite); plus
   Table 1 itself (three seeds: the proxies' seed noise), the seven one-source-heavy corners (half the mass moved
   from Table 1 to one source) and uniform-by-tokens (every token of the corpus equally likely). Spec: `mix=K`
