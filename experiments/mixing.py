@@ -4,6 +4,7 @@ tested module (the notebook and the commands only call it).
     python -m experiments.mixing fit --csv=FILE [--objective=mean] [--model=both] [--folds=5] [--json]
     python -m experiments.mixing optimize --csv=FILE [--objective=mean] [--model=law] [--bootstrap=100] \\
         [--sweep-file=experiments/configs/mixture_swarm.py] [--max-epochs=4] [--out=optimum.json] [--json]
+    python -m experiments.mixing check --csv=PROXIES[,...] --target-csv=FILE --target-tokens=4e6 --proxy-tokens=1e6
 
 The table is experiments.collect's (one `weight/<source>` column per source, `eval/<source>/loss` per source;
 each finished run's last row is one point) or any CSV with those columns, one row per run.
@@ -28,6 +29,10 @@ each finished run's last row is one point) or any CSV with those columns, one ro
   its predicted objective with an interval from refitting bootstrap resamples of the mixtures (runs of one
   mixture, e.g. seeds, resampled together) and predicting at the chosen weights, and each resample's own
   optimum for the spread of the weights.
+- The check at a larger size (`check`): the proxy-target Spearman rho over the mixtures trained at both sizes
+  (bootstrap interval over mixtures), the best target mixture against Table 1 with the seed noise of the
+  difference, and the extra tokens Table 1 needs to reach it, read off Table 1's annealed target runs at several
+  budgets.
 """
 
 from __future__ import annotations
@@ -203,6 +208,7 @@ class Runs:
     weights: np.ndarray
     values: np.ndarray
     objective: Objective
+    tokens: np.ndarray | None = None  # [n] training tokens of each run's final row, where the table has them
 
     @property
     def groups(self) -> np.ndarray:
@@ -212,7 +218,8 @@ class Runs:
 
     def subset(self, index: np.ndarray) -> Runs:
         return dataclasses.replace(self, names=[self.names[i] for i in index], weights=self.weights[index],
-                                   values=self.values[index])
+                                   values=self.values[index],
+                                   tokens=None if self.tokens is None else self.tokens[index])
 
 
 def read_runs(rows: list[dict[str, str]], objective_name: str = "mean") -> tuple[Runs, list[str]]:
@@ -255,7 +262,8 @@ def read_runs(rows: list[dict[str, str]], objective_name: str = "mean") -> tuple
     values = np.array([[_num(last[n], c, n) for c in goal.columns] for n in names])
     if goal.kind == "error":
         values = 1 - values
-    return Runs(names, SOURCES, weights, values, goal), notes
+    tokens = np.array([_num(last[n], "tokens", n) for n in names]) if "tokens" in columns else None
+    return Runs(names, SOURCES, weights, values, goal, tokens), notes
 
 
 def _num(row: dict[str, str], column: str, name: str) -> float:
@@ -265,11 +273,11 @@ def _num(row: dict[str, str], column: str, name: str) -> float:
         raise ValueError(f"run {name}: {column}={row[column]!r} is not a number") from None
 
 
-def read_csv(path: str) -> list[dict[str, str]]:
-    """The rows of a CSV file (local or gs://)."""
+def read_csv(paths: str) -> list[dict[str, str]]:
+    """The rows of one or more comma-separated CSV files (local or gs://), in order."""
     from experiments import scaling
 
-    return scaling.read_csv(path)
+    return [row for path in paths.split(",") for row in scaling.read_csv(path)]
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -517,6 +525,100 @@ def _interval(values: np.ndarray) -> list[float]:
     return [float(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
+# --------------------------------------------------------------------------------------------------- the check
+def compare(proxy: Runs, target: Runs, target_tokens: float, center: np.ndarray, bootstrap: int = 1000,
+            seed: int = 0, proxy_tokens: float | None = None) -> dict:
+    """The check at the target size: per mixture trained there (matched to the proxies by its weights) the
+    proxy's and the target's objective (mean over seeds) and the target's per-target values; the proxy-target
+    Spearman rho with a bootstrap interval over mixtures; the best target mixture against `center` (Table 1) with
+    the seed noise of the difference; and the extra tokens `center` needs to reach that mixture's objective,
+    interpolated (log-linear in tokens) between its annealed runs at several budgets."""
+    from scipy import stats
+
+    at_budget = np.abs(target.tokens / target_tokens - 1) < 0.02
+    if proxy_tokens is not None:
+        proxy = proxy.subset(np.flatnonzero(np.abs(proxy.tokens / proxy_tokens - 1) < 0.02))
+    key = lambda w: tuple(np.round(w, 6))  # noqa: E731
+    proxy_by = {}
+    for w, v in zip(proxy.weights, proxy.objective.combine(proxy.values), strict=True):
+        proxy_by.setdefault(key(w), []).append(v)
+    mixtures: dict[tuple, dict] = {}
+    for i in np.flatnonzero(at_budget):
+        entry = mixtures.setdefault(key(target.weights[i]), {"runs": [], "values": []})
+        entry["runs"].append(target.names[i])
+        entry["values"].append(target.values[i])
+    rows, squares, dof = [], 0.0, 0
+    for k, entry in mixtures.items():
+        objective_values = target.objective.combine(np.array(entry["values"]))
+        squares += float(((objective_values - objective_values.mean()) ** 2).sum())
+        dof += len(objective_values) - 1
+        rows.append({"weights": dict(zip(target.sources, k, strict=True)), "runs": entry["runs"],
+                     "target": float(objective_values.mean()), "seeds": len(objective_values),
+                     "target_values": dict(zip(target.objective.targets, np.mean(entry["values"], 0).tolist(),
+                                               strict=True)),
+                     "proxy": float(np.mean(proxy_by[k])) if k in proxy_by else None})
+    noise = math.sqrt(squares / dof) if dof else None
+    result = {"objective": target.objective.name, "target_tokens": target_tokens, "mixtures": rows,
+              "seed_noise": noise}
+    paired = [(r["proxy"], r["target"]) for r in rows if r["proxy"] is not None]
+    if len(paired) >= 3:
+        p, t = np.array(paired).T
+        rng = np.random.default_rng(seed)
+        draws = [stats.spearmanr(p[i], t[i]).statistic for i in (rng.integers(0, len(p), len(p))
+                                                                  for _ in range(bootstrap))]
+        draws = np.array([d for d in draws if np.isfinite(d)])
+        result["spearman"] = float(stats.spearmanr(p, t).statistic)
+        result["spearman_interval"] = _interval(draws) if len(draws) else None
+        result["spearman_mixtures"] = len(p)
+    base = next((r for r in rows if np.allclose(list(r["weights"].values()), center, atol=1e-6)), None)
+    best = min(rows, key=lambda r: r["target"]) if rows else None
+    if base is not None and best is not None and best is not base:
+        difference = base["target"] - best["target"]
+        se = noise * math.sqrt(1 / base["seeds"] + 1 / best["seeds"]) if noise is not None else None
+        result["best_against_center"] = {"best": best["weights"], "difference": difference, "difference_se": se,
+                                         "beats_seed_noise": bool(se is not None and difference > 2 * se),
+                                         "extra_tokens": _extra_tokens(target, center, best["target"], target_tokens)}
+    return result
+
+
+def _extra_tokens(target: Runs, center: np.ndarray, goal: float, target_tokens: float) -> dict:
+    """The tokens `center`'s annealed target runs need to reach objective `goal`: their objective (mean over
+    seeds) at each budget, and the fraction beyond target_tokens where the curve crosses `goal` (log-linear
+    between budgets; None when it does not cross within them)."""
+    at = np.flatnonzero(np.all(np.abs(target.weights - center) < 1e-6, axis=1))
+    budgets = sorted({float(t) for t in target.tokens[at]})
+    curve = [float(np.mean(target.objective.combine(target.values[at][target.tokens[at] == b]))) for b in budgets]
+    crossing = None
+    for (b0, y0), (b1, y1) in zip(zip(budgets, curve, strict=True), zip(budgets[1:], curve[1:], strict=True),
+                                  strict=False):
+        if y0 >= goal >= y1 and y0 != y1:
+            crossing = math.exp(math.log(b0) + (y0 - goal) / (y0 - y1) * (math.log(b1) - math.log(b0)))
+            break
+    if curve and curve[0] <= goal:
+        crossing = budgets[0]
+    return {"budgets": budgets, "objective": curve,
+            "extra_fraction": None if crossing is None else crossing / target_tokens - 1}
+
+
+def format_compare(result: dict) -> str:
+    lines = [f"target runs at {result['target_tokens']:.3g} tokens, --objective={result['objective']}"
+             f" (seed noise {result['seed_noise'] or math.nan:.4f})"]
+    for row in sorted(result["mixtures"], key=lambda r: r["target"]):
+        proxy = f"{row['proxy']:.4f}" if row["proxy"] is not None else "-"
+        lines.append(f"  target {row['target']:.4f} ({row['seeds']} seeds)  proxy {proxy}  {', '.join(row['runs'])}")
+    if "spearman" in result:
+        ci = result["spearman_interval"] or [math.nan, math.nan]
+        lines.append(f"  proxy-target Spearman rho {result['spearman']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] over "
+                     f"{result['spearman_mixtures']} mixtures")
+    best = result.get("best_against_center")
+    if best:
+        extra = best["extra_tokens"]["extra_fraction"]
+        lines.append(f"  best mixture beats Table 1 by {best['difference']:+.4f} (se {best['difference_se'] or math.nan:.4f}; "
+                     f"{'beyond' if best['beats_seed_noise'] else 'within'} 2 se of seed noise); Table 1 needs "
+                     + (f"{extra:+.0%} tokens to match it" if extra is not None else "more tokens than it trained"))
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------- commands
 def sweep_constants(path: str) -> dict:
     """UNIQUE_TOKENS, TARGET_TOKENS, FLOOR and MAX_EPOCHS of a mixture sweep file (for the constraint)."""
@@ -566,15 +668,21 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     subs = {name: commands.add_parser(name, help=text) for name, text in
             (("fit", "fit the models; cross-validated rho and MAE per target"),
-             ("optimize", "the predicted optimum under the repetition constraint, with bootstrap intervals"))}
+             ("optimize", "the predicted optimum under the repetition constraint, with bootstrap intervals"),
+             ("check", "the target runs against the proxies: rank correlation, the best against Table 1"))}
     for name, sub in subs.items():
-        sub.add_argument("--csv", required=True, help="experiments.collect's table (weight/<source> columns)")
+        sub.add_argument("--csv", required=True, help="experiments.collect's table(s), comma-separated (weight/<source> "
+                         "columns); for check, the proxies' runs")
         sub.add_argument("--objective", default="mean", help=f"one of {', '.join(OBJECTIVES)}")
-        sub.add_argument("--model", default="both" if name == "fit" else "law",
-                         choices=(["both"] if name == "fit" else []) + sorted(FITTERS))
+        if name != "check":
+            sub.add_argument("--model", default="both" if name == "fit" else "law",
+                             choices=(["both"] if name == "fit" else []) + sorted(FITTERS))
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--json", action="store_true", help="print one JSON object")
     subs["fit"].add_argument("--folds", type=int, default=5)
+    subs["check"].add_argument("--target-csv", "--target_csv", required=True, help="the target runs' table")
+    subs["check"].add_argument("--target-tokens", "--target_tokens", type=float, required=True)
+    subs["check"].add_argument("--proxy-tokens", "--proxy_tokens", type=float, required=True)
     opt = subs["optimize"]
     opt.add_argument("--bootstrap", type=int, default=100, help="resamples of the mixtures for the intervals")
     opt.add_argument("--sweep-file", "--sweep_file", default=DEFAULT_SWEEP_FILE,
@@ -595,6 +703,18 @@ def main() -> None:
                               "cross_validation": [_jsonable(cv) for cv in cvs], "params": fits}, indent=1))
         else:
             print("\n".join(format_cv(cv) for cv in cvs))
+        return
+    if args.command == "check":
+        target, notes = read_runs(read_csv(args.target_csv), args.objective)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        if target.tokens is None:
+            raise ValueError(f"--target-csv={args.target_csv} has no tokens column (collect it with experiments.collect)")
+        if runs.tokens is None:
+            raise ValueError(f"--csv={args.csv} has no tokens column (collect it with experiments.collect)")
+        result = compare(runs, target, args.target_tokens, np.array([TABLE1[s] for s in runs.sources]), seed=args.seed,
+                         proxy_tokens=args.proxy_tokens)
+        print(json.dumps(result, indent=1) if args.json else format_compare(result))
         return
     constants = sweep_constants(args.sweep_file)
     if args.out and os.path.exists(args.out):

@@ -3,6 +3,7 @@ known Data Mixing Law and a known log-linear law are recovered from synthetic ru
 is the law's optimum; the search never breaks the constraint; every bad input is a one-line error; the collected
 table carries each run's weights; the swarm's sweep file is the study the README describes."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -175,10 +176,10 @@ def swarm_rows(runs: mixing.Runs, finished=True) -> list[dict[str, str]]:
     """CSV rows as experiments.collect writes them for `runs` (one final row each, an earlier one too)."""
     rows = []
     for name, w, v in zip(runs.names, runs.weights, runs.values, strict=True):
-        row = {"sweep": "mixture_swarm", "run": name, "step": "244", "finished": str(finished),
+        row = {"sweep": "mixture_swarm", "run": name, "step": "244", "tokens": "999424", "finished": str(finished),
                **{mixing.weight_column(s): repr(float(x)) for s, x in zip(mixing.SOURCES, w, strict=True)},
                **{f"eval/{s}/loss": repr(float(x)) for s, x in zip(mixing.SOURCES, v, strict=True)}}
-        rows += [{**row, "step": "100", **{f"eval/{s}/loss": "9.0" for s in mixing.SOURCES}}, row]
+        rows += [{**row, "step": "100", "tokens": "409600", **{f"eval/{s}/loss": "9.0" for s in mixing.SOURCES}}, row]
     return rows
 
 
@@ -271,12 +272,12 @@ def test_collect_writes_each_runs_weights_and_mixing_reads_them(tmp_path):
 
 def test_the_swarm_file_lists_locked_runs_with_their_weights_and_the_targets_repetition():
     runs = sweep.expand(SWARM_FILE)
-    assert len(runs) == 3 + 1 + 7 + mixture_swarm.SWARM
+    assert len(runs) == 2 + 1 + 7 + mixture_swarm.SWARM
     assert runs[0].name == "d16l1_1M_table1" and runs[-1].name == f"d16l1_1M_mix{mixture_swarm.SWARM}"
     weights = np.array([[run.config.data.weights[s] for s in sources.SOURCE_NAMES] for run in runs])
     np.testing.assert_allclose(weights.sum(1), 1, atol=1e-6)
     assert mixing.feasible(weights, CAP, FLOOR - 1e-8).all()
-    assert len(np.unique(weights.round(6), axis=0)) == len(runs) - 2  # Table 1's seeds share its weights
+    assert len(np.unique(weights.round(6), axis=0)) == len(runs) - 1  # Table 1's seeds share its weights
     assert all(run.config.is_locked and run.config.data.subsample.books == 0.25 for run in runs)
     assert mixture_swarm.get_config().data.weights.to_dict() == dict(mixing.TABLE1)
     for arg, message in (("size=d16l1,mix=47", r"mix=47 is not a draw"), ("size=d16l1,mix=2.5", "not a draw"),
@@ -292,3 +293,65 @@ def test_the_recorded_unique_tokens_are_the_built_corpus():
         pytest.skip("the corpus or the study's tokenizer is not built (make corpus; experiments.tokenizer)")
     for name, count in counts.items():
         assert count / config.data.subsample[name] == pytest.approx(mixture_swarm.UNIQUE_TOKENS[name], rel=0.01)
+
+
+# ---------------------------------------------------------------------------------------------- the check
+def test_the_check_ranks_proxies_against_targets_and_reads_table1s_extra_tokens():
+    """Target objectives a monotone function of the proxies' (rank correlation 1), two seeds 0.01 apart; Table 1
+    at 4M, 6M and 8M tokens on a curve that crosses the best mixture's 4M value halfway (in log tokens) between
+    6M and 8M."""
+    law = known_law()
+    weights = np.vstack([CENTER, mixing.by_tokens(mixture_swarm.unique_tokens()), mixing.swarm(4, 5, CENTER, FLOOR, CAP)])
+    proxy = runs_of(law, weights, noise=0.0)
+    proxy = mixing.Runs(proxy.names, proxy.sources, proxy.weights, proxy.values, proxy.objective, np.full(6, 1e6))
+    proxy_objective = proxy.objective.combine(proxy.values)
+    best = int(np.argmin(proxy_objective))
+    names, w, values, tokens = [], [], [], []
+    for i, weight in enumerate(weights):
+        for seed in (0, 1):
+            target_value = 0.8 * proxy_objective[i] + 0.005 * (-1) ** seed
+            names.append(f"m{i}_s{seed}"), w.append(weight), values.append(np.full(7, target_value)), tokens.append(4e6)
+    goal = 0.8 * proxy_objective[best]
+    base = 0.8 * proxy_objective[0]
+    y6, y8 = base - 0.6 * (base - goal), goal - 0.4 * (base - goal)  # crossing halfway between log 6M and log 8M
+    for budget, y in ((6e6, y6), (8e6, y8)):
+        for seed in (0, 1):
+            names.append(f"t1_{budget:g}_s{seed}"), w.append(CENTER), values.append(np.full(7, y)), tokens.append(budget)
+    target = mixing.Runs(names, mixing.SOURCES, np.array(w), np.array(values), mixing.objective("mean"), np.array(tokens))
+    result = mixing.compare(proxy, target, 4e6, CENTER, proxy_tokens=1e6)
+    assert result["spearman"] == pytest.approx(1.0) and result["spearman_mixtures"] == 6
+    assert result["seed_noise"] == pytest.approx(0.01 / np.sqrt(2), rel=1e-6)
+    versus = result["best_against_center"]
+    assert versus["difference"] == pytest.approx(base - goal) and versus["beats_seed_noise"]
+    assert versus["difference_se"] == pytest.approx(result["seed_noise"])
+    assert versus["extra_tokens"]["budgets"] == [4e6, 6e6, 8e6]
+    assert versus["extra_tokens"]["extra_fraction"] == pytest.approx(np.sqrt(6 * 8) / 4 - 1, rel=1e-6)
+
+
+def test_the_target_file_lists_the_baselines_until_the_swarm_is_fitted_then_the_optimum_and_its_span(
+        tmp_path, monkeypatch):
+    from experiments.configs import mixture_target
+
+    monkeypatch.setattr(mixture_target, "OPTIMUM", str(tmp_path / "optimum.json"))
+    monkeypatch.setattr(mixture_target, "SWARM_CSV", str(tmp_path / "swarm.csv"))
+    before = [spec_.split(",") for spec_ in mixture_target.sweep()]
+    assert {item for run in before for item in run if item in ("table1", "uniform", "optimum")} == {"table1", "uniform"}
+    with pytest.raises(ValueError, match="optimum.json does not exist yet"):
+        mixture_target.get_config("size=d40l2,tokens=4e6,optimum")
+    optimum = {"weights": dict(zip(mixing.SOURCES, [0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1], strict=True))}
+    (tmp_path / "optimum.json").write_text(json.dumps(optimum))
+    law = known_law()
+    names = [f"d16l1_1M_mix{k}" for k in range(1, 11)]
+    weights = mixing.swarm(10, 0, CENTER, FLOOR, CAP)
+    runs = runs_of(law, weights, noise=0.0)
+    (tmp_path / "swarm.csv").write_text(collect.to_csv(swarm_rows(dataclasses.replace(runs, names=names))))
+    picks = mixture_target.spanning()
+    order = np.argsort(runs.objective.combine(runs.values)) + 1  # draws from best to worst
+    assert picks[0] in order[:2] and picks[2] in order[-2:] and len(set(picks)) == 3
+    after = mixture_target.sweep()
+    assert sum(",optimum" in s for s in after) == 3 and sum(",mix=" in s for s in after) == 6
+    config = mixture_target.get_config("size=d40l2,tokens=4e6,optimum,seed=1")
+    assert config.data.weights.to_dict() == pytest.approx(optimum["weights"]) and config.seed == 1
+    assert config.data.subsample.books == 1.0 and mixture_target.get_config("size=d16l1,tokens=1e6,optimum"
+                                                                            ).data.subsample.books == 0.25
+    assert mixture_target.estimated_seconds() + mixture_swarm.estimated_seconds() < 2.5 * 3600
