@@ -398,13 +398,18 @@ MODELS = {"law": Law, "loglinear": LogLinear}
 
 def fit(runs: Runs, model: str = "law", seed: int = 0, **options):
     """The model `model` fitted on every run; an error when there are fewer runs than it has parameters."""
+    check_enough(runs, model)
+    return FITTERS[model](runs.weights, runs.values, seed=seed, **options)
+
+
+def check_enough(runs: Runs, model: str) -> None:
+    """An error for an unknown model, or for fewer runs than it has parameters per target."""
     if model not in FITTERS:
         raise ValueError(f"--model={model!r} is not a model; choose one of {sorted(FITTERS)}")
     needed = MODELS[model].n_params(len(runs.sources))
     if len(runs.names) < needed:
         raise ValueError(f"{len(runs.names)} run(s) cannot fit the {model} model: it has {needed} parameters per "
                          f"target; train at least {needed} (several times more for cross-validation)")
-    return FITTERS[model](runs.weights, runs.values, seed=seed, **options)
 
 
 def cross_validate(runs: Runs, model: str = "law", folds: int = 5, seed: int = 0, starts: int = 12) -> dict:
@@ -412,6 +417,7 @@ def cross_validate(runs: Runs, model: str = "law", folds: int = 5, seed: int = 0
     out-of-fold predictions, their Spearman rho with the observed values and mean absolute error."""
     from scipy import stats
 
+    check_enough(runs, model)
     groups = runs.groups
     n_groups = groups.max() + 1
     if folds < 2 or folds > n_groups:

@@ -247,7 +247,11 @@ def test_the_commands_fit_optimize_and_print_one_line_errors(noisy, tmp_path):
     assert again.stderr.startswith(f"error: --out={out} exists; results are never overwritten")
     bad = tmp_path / "bad.csv"
     bad.write_text(collect.to_csv(_bad(swarm_rows(runs), lambda rows: [row.pop("weight/c4") for row in rows])))
+    few = tmp_path / "few.csv"
+    few.write_text(collect.to_csv(swarm_rows(runs.subset(np.arange(5)))))
     for args, message in ((["fit", f"--csv={bad}"], "error: the CSV lacks the weight column(s) ['weight/c4']"),
+                          (["fit", f"--csv={few}"], "error: 5 run(s) cannot fit the law model"),
+                          (["fit", f"--csv={table}", "--objective=boolq"], "error: --objective='boolq' is not"),
                           (["optimize", f"--csv={table}", "--max-epochs=0.01"], "error: no mixture meets")):
         result = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
