@@ -492,9 +492,9 @@ def _feasible_point(cap: np.ndarray, floor: float) -> np.ndarray:
 
 def optimize_mixture(runs: Runs, cap: np.ndarray, floor: float, model: str = "law", bootstrap: int = 100,
                      seed: int = 0, center: np.ndarray | None = None) -> dict:
-    """The predicted optimum: its weights, epochs-independent facts (predicted objective and per-target values,
-    with 2.5-97.5 percentile intervals over `bootstrap` refits on resampled mixtures) and each weight's interval
-    over the resamples' own optima."""
+    """The predicted optimum under the caps and the floor: its weights, its predicted objective and per-target
+    values with 2.5-97.5 percentile intervals over `bootstrap` refits on resampled mixtures, the predicted gain
+    over `center` (Table 1) with its interval, and each weight's interval over the resamples' own optima."""
     center = np.array([TABLE1[s] for s in runs.sources]) if center is None else np.asarray(center)
     fitted = fit(runs, model, seed)
     weights = best_mixture(fitted, runs.objective, cap, floor, center, seed)
