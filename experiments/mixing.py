@@ -251,6 +251,10 @@ def read_runs(rows: list[dict[str, str]], objective_name: str = "mean") -> tuple
         name = row.get("run") or f"row {i + 1}"
         if name not in last or float(row.get("step") or 0) >= float(last[name].get("step") or 0):
             last[name] = row
+    incomplete = sorted({row.get("run") or f"row {i + 1}" for i, row in enumerate(rows)} - set(last))
+    if incomplete:
+        notes.append(f"dropped {len(incomplete)} run(s) with no row holding every column of --objective={goal.name} "
+                     f"(a source of weight 0 is not evaluated): {', '.join(incomplete)}")
     unfinished = sorted(name for name, row in last.items() if row.get("finished", "True") != "True")
     if unfinished:
         notes.append(f"dropped {len(unfinished)} unfinished run(s): {', '.join(unfinished)}")
@@ -406,6 +410,10 @@ def check_enough(runs: Runs, model: str) -> None:
     """An error for an unknown model, or for fewer runs than it has parameters per target."""
     if model not in FITTERS:
         raise ValueError(f"--model={model!r} is not a model; choose one of {sorted(FITTERS)}")
+    if model == "loglinear" and (runs.weights <= 0).any():
+        zero = [runs.names[i] for i in np.flatnonzero((runs.weights <= 0).any(axis=1))]
+        raise ValueError(f"the loglinear model regresses on log-weights, so every weight must be > 0; "
+                         f"{len(zero)} run(s) give a source weight 0: {', '.join(zero[:5])}")
     needed = MODELS[model].n_params(len(runs.sources))
     if len(runs.names) < needed:
         raise ValueError(f"{len(runs.names)} run(s) cannot fit the {model} model: it has {needed} parameters per "

@@ -186,8 +186,10 @@ def swarm_rows(runs: mixing.Runs, finished=True) -> list[dict[str, str]]:
 def test_read_runs_takes_each_finished_runs_last_row(noisy):
     _, runs, _ = noisy
     rows = swarm_rows(runs) + [{**row, "run": "late", "finished": "False"} for row in swarm_rows(runs)[-2:]]
+    rows += [{**row, "run": "zero", "eval/books/loss": ""} for row in swarm_rows(runs)[-2:]]
     read, notes = mixing.read_runs(rows)
-    assert read.names == runs.names and notes == ["dropped 1 unfinished run(s): late"]
+    assert read.names == runs.names and notes[1] == "dropped 1 unfinished run(s): late"
+    assert notes[0].startswith("dropped 1 run(s) with no row holding every column") and notes[0].endswith(": zero")
     np.testing.assert_allclose(read.values, runs.values)
     np.testing.assert_allclose(read.weights, runs.weights)
     cloze = [{**row, "eval/cloze/acc": "0.4"} for row in rows]
@@ -222,6 +224,10 @@ def test_too_few_runs_and_an_impossible_constraint_are_errors(noisy):
         mixing.fit(runs.subset(np.arange(5)), "law")
     with pytest.raises(ValueError, match="cannot fit the loglinear model"):
         mixing.fit(runs.subset(np.arange(7)), "loglinear")
+    zero = runs.weights.copy()
+    zero[0] = np.eye(7)[0]
+    with pytest.raises(ValueError, match="every weight must be > 0; 1 run.s. give a source weight 0: r0"):
+        mixing.fit(dataclasses.replace(runs, weights=zero), "loglinear")
     with pytest.raises(ValueError, match="no mixture meets the repetition constraint: the caps sum to"):
         mixing.best_mixture(known_law(), runs.objective, np.full(7, 0.1), FLOOR, CENTER)
     with pytest.raises(ValueError, match=r"no mixture meets .* \['stackexchange'\] cannot even get the floor"):
