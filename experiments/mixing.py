@@ -49,7 +49,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from data_pipeline import sources
-from llama_jax import cli
+from llama_jax import cli, platforms
 
 SOURCES = sources.SOURCE_NAMES
 TABLE1 = {name: weight for name, (weight, _) in sources.TABLE1.items()}
@@ -649,6 +649,17 @@ def sweep_constants(path: str) -> dict:
     return {name: getattr(module, name) for name in names}
 
 
+def provenance() -> dict:
+    """The command, UTC date, machine and commit of a result written to disk."""
+    import datetime
+
+    from experiments import scaling
+
+    return {"command": " ".join(["python -m experiments.mixing", *sys.argv[1:]]),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platforms.cpu_model()}, {os.cpu_count()} cores", "commit": scaling.git_commit()}
+
+
 def format_cv(cv: dict) -> str:
     lines = [f"{cv['model']}: {cv['folds']}-fold cross-validation (out-of-fold predictions)"]
     for target, a in [*cv["targets"].items(), ("objective", cv["objective"])]:
@@ -740,7 +751,8 @@ def main() -> None:
     result = optimize_mixture(runs, cap, constants["FLOOR"], args.model, args.bootstrap, args.seed)
     result.update(target_tokens=target_tokens, max_epochs=max_epochs,
                   epochs=dict(zip(runs.sources, epochs(np.array(list(result["weights"].values())), target_tokens,
-                                                        unique).tolist(), strict=True)), csv=args.csv)
+                                                        unique).tolist(), strict=True)), csv=args.csv,
+                  provenance=provenance())
     if args.out:
         with open(args.out, "x") as f:
             json.dump(result, f, indent=1)

@@ -247,6 +247,7 @@ def test_the_commands_fit_optimize_and_print_one_line_errors(noisy, tmp_path):
                    capture_output=True, text=True, check=True)
     optimum = json.loads(out.read_text())
     assert optimum["epochs"]["stackexchange"] <= 4 + 1e-9 and optimum["target_tokens"] == 4e6
+    assert optimum["provenance"]["command"].startswith("python -m experiments.mixing optimize --csv=")
     again = subprocess.run([*command, "optimize", f"--csv={table}", f"--out={out}"], cwd=ROOT, capture_output=True,
                            text=True)
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
