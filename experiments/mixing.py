@@ -258,7 +258,10 @@ def read_runs(rows: list[dict[str, str]], objective_name: str = "mean") -> tuple
     unfinished = sorted(name for name, row in last.items() if row.get("finished", "True") != "True")
     if unfinished:
         notes.append(f"dropped {len(unfinished)} unfinished run(s): {', '.join(unfinished)}")
-    names = [name for name in last if name not in unfinished]
+    stable = sorted(name for name, row in last.items() if row.get("annealed", "True") != "True")
+    if stable:  # a stable phase's loss is not what a run of its length reaches
+        notes.append(f"dropped {len(stable)} run(s) whose schedule does not anneal: {', '.join(stable)}")
+    names = [name for name in last if name not in unfinished and name not in stable]
     if not names:
         raise ValueError(f"the CSV has no finished run with every column of --objective={goal.name}")
     weights = np.array([check_weights({s: _num(last[n], weight_column(s), n) for s in SOURCES}, where=f"run {n}")

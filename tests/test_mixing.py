@@ -187,8 +187,10 @@ def test_read_runs_takes_each_finished_runs_last_row(noisy):
     _, runs, _ = noisy
     rows = swarm_rows(runs) + [{**row, "run": "late", "finished": "False"} for row in swarm_rows(runs)[-2:]]
     rows += [{**row, "run": "zero", "eval/books/loss": ""} for row in swarm_rows(runs)[-2:]]
+    rows += [{**row, "run": "trunk", "annealed": "False"} for row in swarm_rows(runs)[-2:]]
     read, notes = mixing.read_runs(rows)
-    assert read.names == runs.names and notes[1] == "dropped 1 unfinished run(s): late"
+    assert read.names == runs.names and notes[1:] == ["dropped 1 unfinished run(s): late",
+                                                      "dropped 1 run(s) whose schedule does not anneal: trunk"]
     assert notes[0].startswith("dropped 1 run(s) with no row holding every column") and notes[0].endswith(": zero")
     np.testing.assert_allclose(read.values, runs.values)
     np.testing.assert_allclose(read.weights, runs.weights)
