@@ -255,10 +255,10 @@ def read_runs(rows: list[dict[str, str]], objective_name: str = "mean") -> tuple
     if incomplete:
         notes.append(f"dropped {len(incomplete)} run(s) with no row holding every column of --objective={goal.name} "
                      f"(a source of weight 0 is not evaluated): {', '.join(incomplete)}")
-    unfinished = sorted(name for name, row in last.items() if row.get("finished", "True") != "True")
+    unfinished = sorted(name for name, row in last.items() if row.get("finished") == "False")  # "": unknown
     if unfinished:
         notes.append(f"dropped {len(unfinished)} unfinished run(s): {', '.join(unfinished)}")
-    stable = sorted(name for name, row in last.items() if row.get("annealed", "True") != "True")
+    stable = sorted(name for name, row in last.items() if row.get("annealed") == "False")
     if stable:  # a stable phase's loss is not what a run of its length reaches
         notes.append(f"dropped {len(stable)} run(s) whose schedule does not anneal: {', '.join(stable)}")
     names = [name for name in last if name not in unfinished and name not in stable]
