@@ -57,7 +57,7 @@ TASKS = ("cloze", "next_sentence")
 OBJECTIVES = ("mean", "table1", *SOURCES, *TASKS)
 MAX_EPOCHS = 4.0  # Muennighoff et al. 2023: up to ~4 epochs cost little, beyond that returns fall fast
 WEIGHT_TOLERANCE = 1e-4  # a table's weights sum to 1 within this (collect writes them in full precision)
-ROBUST_SCALE = 0.02  # nats: residuals beyond this count linearly (about twice the eval noise of 16 batches)
+ROBUST_SCALE = 0.02  # nats: residuals beyond this count linearly (an outlier run pulls the fit less)
 LAW_STARTS = 48
 DEFAULT_SWEEP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mixture_swarm.py")
 
