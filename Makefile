@@ -9,7 +9,7 @@ WORKDIR ?= workdirs/tiny
 # Beam options of `make curate`: the DirectRunner on 2 worker processes (see README, "Curation", for clusters).
 CURATE_ARGS ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-.PHONY: install lock test test-slow train corpus curate bench scaling lint clean
+.PHONY: install lock test test-slow train corpus curate bench scaling mixture lint clean
 
 install: $(STAMP)
 
@@ -86,6 +86,28 @@ scaling: corpus
 	$(PY) -m experiments.scaling isoflop --csv=$(STUDY_CSV) --sweep-file=$(STUDY) --loss=eval/mixture/loss \
 		--params=non_embedding_params
 	$(VENV)/bin/jupyter-execute experiments/notebooks/scaling_curves.ipynb experiments/notebooks/paper_scale.ipynb
+
+# The mixture study (README, "Mixture laws"), each stage resumable as sweeps are: the swarm of proxies, collected;
+# the laws' cross-validation; the optimum, written once (never overwritten) before the target runs that test it;
+# the target runs (the optimum, Table 1 at three budgets, uniform-by-tokens, three swarm draws spanning the
+# proxies' objective, the optimum at the proxy size), collected; the check at the target size; the notebook.
+MIXTURE_WORKDIR ?= workdirs
+SWARM := experiments/configs/mixture_swarm.py
+TARGETS := experiments/configs/mixture_target.py
+SWARM_CSV := experiments/results/mixture_swarm.csv
+TARGET_CSV := experiments/results/mixture_target.csv
+OPTIMUM := experiments/results/mixture_optimum.json
+MIXTURE_TOKENS = $$($(PY) -c 'from experiments.configs import mixture_swarm as s; print(f"--target-tokens={s.TARGET_TOKENS:g} --proxy-tokens={s.PROXY_TOKENS:g}")')
+mixture: corpus
+	$(PY) -m experiments.study_tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
+	$(PY) -m experiments.sweep --config=$(SWARM) --workdir=$(MIXTURE_WORKDIR)
+	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_swarm --out=$(SWARM_CSV) --overwrite
+	$(PY) -m experiments.mixing fit --csv=$(SWARM_CSV)
+	test -e $(OPTIMUM) || $(PY) -m experiments.mixing optimize --csv=$(SWARM_CSV) --sweep-file=$(SWARM) --out=$(OPTIMUM)
+	$(PY) -m experiments.sweep --config=$(TARGETS) --workdir=$(MIXTURE_WORKDIR)
+	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_target --out=$(TARGET_CSV) --overwrite
+	$(PY) -m experiments.mixing check --csv=$(SWARM_CSV),$(TARGET_CSV) --target-csv=$(TARGET_CSV) $(MIXTURE_TOKENS)
+	$(VENV)/bin/jupyter-execute experiments/notebooks/mixture_laws.ipynb
 
 # ruff, then the import rules (llama_jax imports neither data_pipeline nor experiments; no import cycles)
 lint: install

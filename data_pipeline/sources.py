@@ -77,6 +77,23 @@ def mixture_weights(weights: Mapping[str, float], sources: Mapping[str, str], *,
     return {name: weights[name] / total for name in order if weights[name] > 0}  # in Table 1's order
 
 
+def subsample_fractions(subsample: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """The fraction of each weighted source's training documents the stream keeps (`data.subsample`, default 1
+    for every source): a fixed subset chosen by a hash of each document, the same in every epoch, so that a
+    proxy run repeats a source as often as a run on `1 / fraction` times its tokens would (arXiv 2606.07597)."""
+    fractions = {name: 1.0 for name in weights}
+    for name, value in subsample.items():
+        value = float(value)
+        if name not in TABLE1 and name not in weights:
+            raise ValueError(f"data.subsample has a fraction for unknown source {name!r}; known sources are "
+                             f"{list(TABLE1)}")
+        if not (math.isfinite(value) and 0 < value <= 1):
+            raise ValueError(f"data.subsample.{name}={value} must be a fraction in (0, 1] of the source's documents")
+        if name in fractions:
+            fractions[name] = value
+    return fractions
+
+
 def implied_epochs(weights: Mapping[str, float], tokens: float,
                    unique_tokens: Mapping[str, float | None]) -> dict[str, float | None]:
     """Epochs of each source that training on `tokens` tokens drawn with `weights` implies (Table 1's column):

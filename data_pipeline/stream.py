@@ -224,10 +224,11 @@ def _setup(config: ml_collections.ConfigDict, process_index: int, process_count:
     spec_strings = dict(data.get("sources", {}))
     weights = sources.mixture_weights(dict(data.weights), spec_strings,
                                       normalize=data.get("normalize_weights", False))
+    subsample = sources.subsample_fractions(dict(data.get("subsample", {})), weights)
     specs = {name: sources.parse_spec(name, spec_strings.get(name, ""), corpus_dir) for name in weights}
     sp = tok.load(corpus_spec.tokenizer_path(data), config.model.vocab_size)
     threads = data.get("threads", 0) or tok.default_threads()
-    return host, weights, specs, sp, threads, global_batch // process_count, corpus_dir
+    return host, weights, subsample, specs, sp, threads, global_batch // process_count, corpus_dir
 
 
 def _bytes_per_epoch(spec: sources.SourceSpec, split: str, host: pipeline.Host, corpus_dir: str) -> int | None:
@@ -255,12 +256,14 @@ def _bytes_per_epoch(spec: sources.SourceSpec, split: str, host: pipeline.Host, 
     return sum(sizes.get(f, 0) for f in files) // host.count or None
 
 
-def _fingerprint(config, host, weights, specs, sp, local_batch) -> str:
+def _fingerprint(config, host, weights, subsample, specs, sp, local_batch) -> str:
     """sha256 of everything that decides the stream: a saved state only restores into the same."""
     key = {"seed": config.seed, "seq_len": config.train.seq_len, "local_batch": local_batch, "host": [host.index,
            host.count], "weights": weights, "specs": {k: [v.kind, v.location, dict(v.options)] for k, v in
            specs.items()}, "tokenizer": tok.fingerprint(sp), "shuffle_buffer": config.data.shuffle_buffer,
            "max_doc_chars": config.data.get("max_doc_chars", 1 << 20)}
+    if any(f < 1 for f in subsample.values()):  # absent otherwise: states saved before subsampling still restore
+        key["subsample"] = subsample
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -268,30 +271,38 @@ def _rows_fn(config, host, sp, threads) -> Callable:
     """source_rows with this config's and host's settings bound."""
     row_len = config.train.seq_len + 1
 
-    def rows(spec, split, index, shuffle_buffer, seed, repeat):
+    def rows(spec, split, index, shuffle_buffer, seed, repeat, subsample=1.0):
         return pipeline.source_rows(spec, split, index, host=host, row_len=row_len, sp=sp,
                                     max_doc_chars=config.data.get("max_doc_chars", 1 << 20), threads=threads,
-                                    shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat)
+                                    shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, subsample=subsample)
     return rows
+
+
+def _kept(nbytes: int | None, fraction: float) -> int | None:
+    """The bytes per epoch of a subsampled source: the expected share of its recorded size."""
+    return None if nbytes is None else max(1, round(nbytes * fraction))
 
 
 def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, process_count: int = 1) -> Stream:
     """The process-local training stream of `config`'s source mixture (see the module docstring)."""
-    host, weights, specs, sp, threads, local_batch, corpus_dir = _setup(config, process_index, process_count)
+    host, weights, subsample, specs, sp, threads, local_batch, corpus_dir = _setup(config, process_index,
+                                                                                  process_count)
     rows = _rows_fn(config, host, sp, threads)
     seed = int(config.seed)
     per_source = []
-    for i, spec in enumerate(specs.values()):
-        pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, repeat=False), host)
-        per_source.append(rows(spec, "train", i, config.data.shuffle_buffer, seed + 7919 * (i + 1), repeat=True))
+    for i, (name, spec) in enumerate(specs.items()):
+        pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, False, subsample[name]), host)
+        per_source.append(rows(spec, "train", i, config.data.shuffle_buffer, seed + 7919 * (i + 1), True,
+                               subsample[name]))
     # Each host draws its own sequence of sources: the global batch mixes independent draws.
     mixed = pipeline.mix(per_source, list(weights.values()), seed * 1_000_003 + host.index)
     batches_per_call = max(1, 256 // local_batch)
     dataset = mixed.batch(local_batch * batches_per_call, drop_remainder=True).prefetch(2)
     return Stream(dataset.with_options(pipeline.options(threads)), batch=local_batch, names=list(weights), weights=list(weights.values()), row_len=config.train.seq_len + 1,
                   bos=sp.bos_id(), eos=sp.eos_id(),
-                  bytes_per_epoch=[_bytes_per_epoch(spec, "train", host, corpus_dir) for spec in specs.values()],
-                  fingerprint=_fingerprint(config, host, weights, specs, sp, local_batch),
+                  bytes_per_epoch=[_kept(_bytes_per_epoch(spec, "train", host, corpus_dir), subsample[name])
+                                   for name, spec in specs.items()],
+                  fingerprint=_fingerprint(config, host, weights, subsample, specs, sp, local_batch),
                   specs=list(specs.values()), host=host)
 
 
@@ -299,7 +310,7 @@ def eval_streams(config: ml_collections.ConfigDict, *, process_index: int = 0, p
                  ) -> dict[str, EvalStream]:
     """One held-out stream per source with weight > 0: the first `train.eval_batches` batches of its
     validation split, unshuffled, identical at every evaluation."""
-    host, weights, specs, sp, threads, local_batch, _ = _setup(config, process_index, process_count)
+    host, weights, _, specs, sp, threads, local_batch, _ = _setup(config, process_index, process_count)
     rows = _rows_fn(config, host, sp, threads)
     streams = {}
     for i, (name, spec) in enumerate(specs.items()):

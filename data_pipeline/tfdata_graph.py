@@ -163,8 +163,9 @@ def _pack(chunks: tf.data.Dataset, row_len: int, source_index: int, row_dtype: t
 
 def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, row_len: int,
                 sp: tok.spm.SentencePieceProcessor, max_doc_chars: int, threads: int, shuffle_buffer: int,
-                seed: int, repeat: bool) -> tf.data.Dataset:
-    """Rows {'tokens' [row_len], 'source', 'epoch', 'counts' [7]} of one source, endless when `repeat`.
+                seed: int, repeat: bool, subsample: float = 1.0) -> tf.data.Dataset:
+    """Rows {'tokens' [row_len], 'source', 'epoch', 'counts' [7]} of one source, endless when `repeat`, from the
+    `subsample` fraction of its records whose hash falls below it (the same records in every epoch).
 
     Shuffling is of files (per epoch) and of packed rows (`shuffle_buffer` rows), not of raw documents:
     the shuffle buffer is part of the resume state, and rows stored as uint16 keep it small.
@@ -175,6 +176,10 @@ def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, 
                          "config.data.tokenizer; pretokenize it again with this one")
     epochs = tf.data.Dataset.range(2**62 if repeat else 1)
     tagged = epochs.flat_map(lambda e: records(e).map(lambda r: (r, e)))
+    if subsample < 1:
+        buckets = 1 << 30
+        threshold = tf.constant(int(subsample * buckets), tf.int64)
+        tagged = tagged.filter(lambda r, e: tf.strings.to_hash_bucket_fast(r, buckets) < threshold)
     encoder = tok.BatchEncoder(sp, record_format, max_doc_chars, threads) if record_format in ("jsonl", "text") \
         else None
     row_dtype = tf.uint16 if sp.vocab_size() <= 1 << 16 else tf.int32

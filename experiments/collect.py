@@ -5,7 +5,8 @@ etils.epath): sweep, run, step, params, non-embedding params, tokens, FLOPs (lla
 training loss and learning rate, the held-out loss of each source (`eval/<source>/loss`), their mean under the
 run's mixture weights (`eval/mixture/loss`, with its standard error over the held-out batches,
 `eval/mixture/loss_se`, where the sources log theirs), any other `eval/...` value the run logged (e.g. task accuracies),
-and whether the run has finished and whether its schedule anneals (a cosine, or a warmup-stable-decay cooldown;
+the run's sampling weight of every source in its config (`weight/<source>`, divided by their sum; the columns
+mixture laws are fitted on, experiments.mixing), and whether the run has finished and whether its schedule anneals (a cosine, or a warmup-stable-decay cooldown;
 not a stable phase). The final rows of finished, annealed runs are what scaling fits use.
 """
 
@@ -61,6 +62,8 @@ def run_rows(workdir: epath.Path) -> list[dict[str, Any]]:
         row = steps.setdefault(metrics["step"], {})
         row.update({k: v for k, v in metrics.items() if k in ("loss", "lr") or k.startswith("eval/")})
     weights = {name: float(w) for name, w in config.data.weights.items() if w > 0}
+    total = sum(float(w) for w in config.data.weights.values())
+    weight_columns = {f"weight/{name}": float(w) / total for name, w in config.data.weights.items()}
     tokens_per_step = config.train.global_batch_size * config.train.seq_len
     last = max(steps, default=0)
     optimizer = config.optimizer
@@ -83,6 +86,7 @@ def run_rows(workdir: epath.Path) -> list[dict[str, Any]]:
             "tokens_per_param": tokens / facts["non_embedding_params"],
             "flops": facts["train_flops_per_token"] * tokens, "eval/mixture/loss": mixture,
             **({"eval/mixture/loss_se": mixture_se} if mixture_se is not None else {}), **values,
+            **(weight_columns if config.data.source == "mixture" else {}),
             "finished": last == config.train.steps, "annealed": annealed,
             "schedule": optimizer.get("schedule", "cosine"),
             "branch": "{}@{}".format(*record["branch"]) if record.get("branch") else "",

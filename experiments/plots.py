@@ -286,3 +286,109 @@ def forecast_panel(forecast: dict, check: dict | None = None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------ mixture laws
+def mixture_fits(runs, law, center: np.ndarray):
+    """Per target: the proxies' value against their weight of that source (log scale) and the fitted law along
+    the line from `center` (Table 1) to the source alone (experiments.mixing.Law; targets named by source)."""
+    import matplotlib.pyplot as plt
+
+    targets = runs.objective.targets
+    fig, axes = plt.subplots(1, len(targets), figsize=(2.6 * len(targets), 2.8), squeeze=False, sharey=False)
+    for i, (ax, target) in enumerate(zip(axes[0], targets, strict=True)):
+        j = runs.sources.index(target) if target in runs.sources else 0
+        ax.scatter(runs.weights[:, j], runs.values[:, i], s=10, color="0.5", label="proxies")
+        lam = np.linspace(-center[j] / (1 - center[j]) + 1e-3, 0.95, 100)
+        line = center[None] + lam[:, None] * (np.eye(len(center))[j] - center)[None]
+        ax.plot(line[:, j], law.predict(line)[:, i], color="C0", label="law (Table 1 to source)")
+        ax.set_xscale("log")
+        ax.set_title(target, fontsize=9)
+        ax.set_xlabel(f"weight of {runs.sources[j]}", fontsize=8)
+    axes[0][0].set_ylabel("held-out loss (nats)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def mixture_cv(runs, cvs: list[dict]):
+    """Cross-validated predicted against observed, per target and for the objective, one colour per model."""
+    import matplotlib.pyplot as plt
+
+    targets = [*runs.objective.targets, "objective"]
+    fig, axes = plt.subplots(1, len(targets), figsize=(2.4 * len(targets), 2.6), squeeze=False)
+    observed = np.hstack([runs.values, runs.objective.combine(runs.values)[:, None]])
+    for k, cv in enumerate(cvs):
+        predicted = np.hstack([cv["predicted"], runs.objective.combine(cv["predicted"])[:, None]])
+        for i, ax in enumerate(axes[0]):
+            stats = cv["targets"][targets[i]] if i < len(targets) - 1 else cv["objective"]
+            ax.scatter(observed[:, i], predicted[:, i], s=8, color=f"C{k}",
+                       label=f"{cv['model']} rho {stats['spearman']:.2f}")
+    for i, ax in enumerate(axes[0]):
+        low, high = observed[:, i].min(), observed[:, i].max()
+        ax.plot([low, high], [low, high], color="0.6", lw=0.8)
+        ax.set_title(targets[i], fontsize=9)
+        ax.set_xlabel("observed", fontsize=8)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel(f"{cvs[0]['folds']}-fold predicted")
+    fig.tight_layout()
+    return fig
+
+
+def mixture_optimum(result: dict, center: dict[str, float]):
+    """The optimum's weights beside Table 1's, with each weight's spread over the bootstrap's optima and its cap."""
+    import matplotlib.pyplot as plt
+
+    names = list(result["weights"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(x - 0.2, [center[n] for n in names], 0.4, label="Table 1", color="0.6")
+    optimum = np.array([result["weights"][n] for n in names])
+    interval = result.get("weights_interval")
+    yerr = _yerr(optimum, np.array([interval[n] for n in names])) if interval else None
+    ax.bar(x + 0.2, optimum, 0.4, yerr=yerr, capsize=3, label=f"predicted optimum ({result['objective']})", color="C0")
+    ax.scatter(x + 0.2, [min(result["caps"][n], 1) for n in names], marker="_", s=200, color="C3", label="cap")
+    ax.set_xticks(x, names, rotation=30, fontsize=8)
+    ax.set_ylabel("sampling weight")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def mixture_rank(result: dict):
+    """Proxy against target objective for each mixture trained at both sizes, with the rank correlation."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    rows = [r for r in result["mixtures"] if r["proxy"] is not None]
+    ax.scatter([r["proxy"] for r in rows], [r["target"] for r in rows], color="C0")
+    for r in rows:
+        ax.annotate(r["runs"][0].split("_", 2)[-1], (r["proxy"], r["target"]), fontsize=6)
+    ci = result.get("spearman_interval") or [float("nan")] * 2
+    ax.set_title(f"Spearman rho {result.get('spearman', float('nan')):.2f} [{ci[0]:.2f}, {ci[1]:.2f}]", fontsize=9)
+    ax.set_xlabel(f"proxy {result['objective']} objective")
+    ax.set_ylabel("target objective")
+    fig.tight_layout()
+    return fig
+
+
+def mixture_curves(rows: list[dict[str, Any]], objective, sources: tuple[str, ...]):
+    """The target runs' objective against training tokens (experiments.collect rows with every target), one
+    curve per run."""
+    import matplotlib.pyplot as plt
+
+    columns = objective.columns
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    runs = sorted({row["run"] for row in rows if all(c in row for c in columns)})
+    for k, run in enumerate(runs):
+        points = sorted((row["tokens"], row) for row in rows if row["run"] == run and all(c in row for c in columns))
+        values = np.array([[row[c] for c in columns] for _, row in points])
+        values = 1 - values if objective.kind == "error" else values
+        ax.plot([t for t, _ in points], objective.combine(values), marker="o", ms=2, color=_colors(len(runs))[k],
+                label=run)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(f"{objective.name} objective")
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    return fig

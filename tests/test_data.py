@@ -453,3 +453,69 @@ def test_missing_files_and_empty_sources_are_errors_that_name_them(corpus_dir, t
     c = make_config(corpus_dir, sources={"github": f"jsonl:{tmp_path}/{{split}}-*.jsonl.gz"})
     with pytest.raises(RuntimeError, match=r"source 'github': cannot read file .*train-0\.jsonl\.gz: inflate.*incorrect header"):
         data_pipeline.train_stream(c)
+
+
+# ---------------------------------------------------------------------------------------------- subsampling
+def documents_read(spec, sp, subsample: float) -> tuple[list[int], int]:
+    """The training documents of `spec` in the order the packed rows hold them over the first two epochs and some
+    of the third, each as its index in the file order of epoch 0, read back from the rows themselves; and the
+    number of documents."""
+    records, record_format = pipeline.record_reader(spec, "train", pipeline.Host(), seed=0)
+    encoder = tok.BatchEncoder(sp, record_format, 1 << 20, 1)
+    index = {tuple(encoder(np.array([r.numpy()], dtype=object))[0]): i for i, r in enumerate(records(0))}
+    dataset = pipeline.source_rows(spec, "train", 0, host=pipeline.Host(), row_len=SEQ_LEN + 1, sp=sp,
+                                   max_doc_chars=1 << 20, threads=1, shuffle_buffer=0, seed=0, repeat=True,
+                                   subsample=subsample)
+    rows = []
+    for row in dataset.with_options(pipeline.options(1)).as_numpy_iterator():
+        if row["epoch"] > 2:  # a row's epoch is its tokenizer batch's last: epoch 2's rows hold all of epoch 1
+            break
+        rows.append(row["tokens"])
+    tokens = np.concatenate(rows)
+    starts = np.flatnonzero(tokens == sp.bos_id())
+    pieces = [tuple(tokens[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]  # the last may be cut
+    assert all(p in index for p in pieces)
+    return [index[p] for p in pieces], len(index)
+
+
+def test_subsample_keeps_the_same_fraction_of_documents_in_every_epoch(corpus_dir, sp):
+    spec = sources.parse_spec("wikipedia", "", corpus_dir)
+    full, docs = documents_read(spec, sp, 1.0)
+    assert full[:docs] == list(range(docs)) and sorted(full[docs:2 * docs]) == list(range(docs))
+    read, _ = documents_read(spec, sp, 0.25)
+    kept = sorted(set(read))
+    assert read[:len(kept)] == kept  # epoch 0: a subsequence of the file order, no document twice
+    assert sorted(read[len(kept):2 * len(kept)]) == kept  # epoch 1: the same documents, not a fresh draw
+    sd = np.sqrt(docs * 0.25 * 0.75)
+    assert abs(len(kept) - 0.25 * docs) < 4 * sd, (len(kept), docs)
+
+
+def test_a_subsampled_stream_repeats_its_source_as_a_run_four_times_as_long(corpus_dir):
+    """With a quarter of wikipedia's documents, the stream has read it about 4 times as often after the same
+    batches; the held-out split is never subsampled, and the subsample is part of what a saved state must match."""
+    import data_pipeline
+
+    epochs = {}
+    for fraction in (1.0, 0.25):
+        c = make_config(corpus_dir, weights=only("wikipedia"), subsample={"wikipedia": fraction})
+        c.train.global_batch_size = 64
+        stream = data_pipeline.train_stream(c)
+        take(stream, 30)
+        (wiki,) = [s for s in stream.report()["sources"] if s["name"] == "wikipedia"]
+        epochs[fraction] = wiki["epochs"]
+        if fraction == 1.0:
+            state, evals = stream.get_state(), list(data_pipeline.eval_streams(c)["wikipedia"])
+    assert 3.0 < epochs[0.25] / epochs[1.0] < 5.3, epochs
+    assert_same_batches(list(data_pipeline.eval_streams(c)["wikipedia"]), evals)
+    with pytest.raises(ValueError, match="another data configuration"):
+        data_pipeline.train_stream(c).set_state(state)
+
+
+@pytest.mark.parametrize("subsample,message", [
+    ({"wikipedia": 0.0}, r"data.subsample.wikipedia=0.0 must be a fraction in \(0, 1\]"),
+    ({"wikipedia": 1.5}, r"data.subsample.wikipedia=1.5 must be a fraction"),
+    ({"wikipedai": 0.5}, r"unknown source 'wikipedai'"),
+])
+def test_bad_subsample_fractions_are_errors_that_name_them(subsample, message):
+    with pytest.raises(ValueError, match=message):
+        sources.subsample_fractions(subsample, dict.fromkeys(SOURCE_NAMES, 1 / 7))

@@ -85,9 +85,8 @@ def test_table3_layout_json_and_a_resumed_evaluation(files, tmp_path, monkeypatc
 def test_bos_follows_the_tokenizer_unless_forced(files, capsys):
     """LLaMA's SentencePiece tokenizer adds BOS, so the default is the paper's protocol; --add_bos_token forces it
     either way (tests/test_lm_eval.py checks a tokenizer that adds none against the harness)."""
-    from llama_jax.evaluators.model import model_of
-
-    from llama_jax import weights
+    from llama_jax.evaluation.loaded_model import model_of
+    from llama_jax.inference import weights
 
     loaded = weights.load(files["checkpoint"])
     pair = [("The quick brown fox", " jumps over the lazy dog")]

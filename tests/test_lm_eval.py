@@ -124,7 +124,7 @@ def test_a_tokenizer_that_adds_no_bos_scores_as_the_hf_backend(setup, no_bos_mod
     first on both sides. The multiple-choice task's 48 requests, 2 of them with an empty context (BOS alone)."""
     from lm_eval.tasks import TaskManager
 
-    from llama_jax.lm_eval import LlamaJaxLM
+    from llama_jax.evaluation.harness import LlamaJaxLM
 
     tasks = TaskManager(include_path=setup[1], include_defaults=False)
     force = "" if add_bos_token is None else f",add_bos_token={add_bos_token}"

@@ -1,5 +1,6 @@
-"""The scaling notebooks execute end to end (nbclient) on small results files made here: a CPU-style sweep drawn
-from a known law, and pod results at the paper's sizes; every figure they promise is written."""
+"""The scaling and mixture notebooks execute end to end (nbclient) on small results files made here: a CPU-style
+sweep drawn from a known law, pod results at the paper's sizes, and a mixture swarm and its target runs drawn from
+a known mixing law; every figure they promise is written."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import collect, scaling
+from llama_jax import corpus_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "experiments", "notebooks")
@@ -114,3 +116,59 @@ def test_paper_scale_notebook_tabulates_the_sweep_and_plots_pod_results(tmp_path
     _execute("paper_scale.ipynb", {"PAPER_RESULTS_DIR": str(tmp_path), "PAPER_CSV": "pod.csv", "PAPER_GRID": "coarse"})
     for png in ("paper_sweep_cost.png", "paper_figure1.png", "paper_surface.png", "paper_llama_argument.png"):
         assert (tmp_path / png).stat().st_size > 10_000, png
+
+
+def mixture_rows(law, weights: np.ndarray, names: list[str], tokens: float, n: int, rng, curve: int = 1,
+                 scale: float = 1.0) -> list[dict]:
+    """Rows as experiments.collect writes them for runs of `weights` whose held-out losses follow `law` (times
+    `scale`, plus 1/tokens decay along a `curve` of evaluations) with 0.01 nats of noise."""
+    rows = []
+    for name, w in zip(names, weights, strict=True):
+        for k in range(1, curve + 1):
+            at = tokens * k / curve
+            losses = scale * law.predict(w[None])[0] + 0.5 * (tokens / at - 1) + rng.normal(0, 0.01, len(w))
+            rows.append({"sweep": "mixture", "run": name, "step": int(at // 4096), "non_embedding_params": n,
+                         "tokens": at, **{f"weight/{s}": x for s, x in zip(corpus_spec.SOURCE_NAMES, w, strict=True)},
+                         **{f"eval/{s}/loss": y for s, y in zip(corpus_spec.SOURCE_NAMES, losses, strict=True)},
+                         "finished": k == curve, "annealed": True})
+    return rows
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_mixture_laws_notebook_fits_the_swarm_and_checks_the_targets(tmp_path):
+    from experiments import mixing
+    from experiments.configs import mixture_swarm, mixture_target
+
+    rng = np.random.default_rng(0)
+    center = mixture_swarm.table1()
+    t = -rng.uniform(0.3, 1.0, (7, 7))
+    t[np.arange(7), np.arange(7)] = -rng.uniform(3, 8, 7)
+    law = mixing.Law(rng.uniform(1.5, 2.5, 7), rng.uniform(1, 2, 7), t)
+    mixtures = mixture_swarm.mixtures()
+    names = [f"d16l1_1M_{key.replace('=', '')}" for key in mixtures]
+    swarm = mixture_rows(law, np.array(list(mixtures.values())), names, 1e6, 3376, rng)
+    (tmp_path / "mixture_swarm.csv").write_text(collect.to_csv(swarm))
+    runs, _ = mixing.read_runs(scaling.read_csv_text(collect.to_csv(swarm)))
+    optimum = mixing.optimize_mixture(runs, mixture_swarm.caps(), mixture_swarm.FLOOR, bootstrap=4)
+    (tmp_path / "mixture_optimum.json").write_text(json.dumps(optimum))
+    best = np.array(list(optimum["weights"].values()))
+    chosen = {"table1": center, "uniform": mixtures["uniform"], "optimum": best,
+              **{f"mix{k}": mixtures[f"mix={k}"] for k in (3, 9, 27)}}
+    target = []
+    for seed in mixture_target.SEEDS:
+        target += mixture_rows(law, np.array(list(chosen.values())), [f"d40l2_4M_{k}_seed{seed}" for k in chosen],
+                               4e6, 39880, rng, curve=4, scale=0.8)
+        for budget in (6e6, 8e6):
+            target += mixture_rows(law, center[None], [f"d40l2_{budget:g}_table1_seed{seed}"], budget, 39880, rng,
+                                   scale=0.8 - 0.02 * budget / 4e6)
+    target += mixture_rows(law, best[None], ["d16l1_1M_optimum"], 1e6, 3376, rng)
+    (tmp_path / "mixture_target.csv").write_text(collect.to_csv(target))
+    _execute("mixture_laws.ipynb", {"MIXTURE_RESULTS_DIR": str(tmp_path), "MIXTURE_BOOTSTRAP": "4"})
+    for png in ("mixture_fits.png", "mixture_cv.png", "mixture_optimum.png", "mixture_rank.png", "mixture_curves.png"):
+        assert (tmp_path / png).stat().st_size > 10_000, png
+    summary = json.loads((tmp_path / "mixture_fits.json").read_text())
+    law_cv = summary["cross_validation"][0]
+    assert law_cv["model"] == "law" and law_cv["objective"]["spearman"] > 0.8
+    check = summary["check"]
+    assert check["spearman_mixtures"] == 6 and check["spearman"] > 0.8
+    assert check["best_against_center"]["beats_seed_noise"]

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from llama_jax import aot
+from llama_jax.perf import aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
