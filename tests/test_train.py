@@ -151,3 +151,28 @@ def test_a_resumed_run_drops_what_the_killed_run_logged_after_the_checkpoint(tmp
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3]
     MetricsWriter(str(tmp_path), enabled=True, start_step=2).close()
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2]
+
+
+def test_an_object_store_workdir_gets_its_metrics_rewritten_not_appended(tmp_path, monkeypatch):
+    """gs:// cannot append: there each logged step rewrites metrics.jsonl through etils.epath, with the same
+    lines a local, appended file gets (what collect and the pod launcher's --status read)."""
+    from llama_jax.train import metrics
+
+    assert not MetricsWriter("gs://bucket/sweep/run", enabled=False).appendable
+    assert MetricsWriter(str(tmp_path), enabled=False).appendable
+    local = MetricsWriter(str(tmp_path / "local"), enabled=True)
+    for step in (1, 2, 3):
+        local.write(step, {"loss": 1.0 / step})
+    local.close()
+
+    def no_append(path, mode="r", *args, **kwargs):
+        assert "a" not in mode, f"appended to {path}"
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "open", no_append, raising=False)
+    store = MetricsWriter(str(tmp_path / "store"), enabled=True)
+    store.appendable = False  # as for gs://, on a local directory
+    for step in (1, 2, 3):
+        store.write(step, {"loss": 1.0 / step})
+    store.close()
+    assert (tmp_path / "store" / "metrics.jsonl").read_text() == (tmp_path / "local" / "metrics.jsonl").read_text()

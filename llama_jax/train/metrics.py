@@ -52,25 +52,36 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, enabled: bool, start_step: int = 0):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        # An object store (gs://, read through etils.epath as collect and the pod launcher's --status do) cannot
+        # append: there the whole file is rewritten at each logged step (one short line per step); a local file
+        # is appended to, so a killed run leaves every line it logged.
+        self.appendable = "://" not in workdir
+        self.records: list[dict[str, Any]] = []
         if enabled:
             from tensorboardX import SummaryWriter  # heavy import, and only process 0 needs it
 
-            os.makedirs(workdir, exist_ok=True)
-            if os.path.exists(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
                 # A fresh start (step 0) keeps nothing: a run killed before its first checkpoint logs step 0 again.
-                kept = [r for r in read_metrics(workdir) if r["step"] <= start_step] if start_step else []
-                with open(self.path, "w") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in kept)
+                self.records = [r for r in read_metrics(workdir) if r["step"] <= start_step] if start_step else []
+                self._rewrite()
             purge = start_step + 1 if start_step else None
             self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+
+    def _rewrite(self) -> None:
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, step: int, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         record = {"step": step, **record}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.appendable:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        else:
+            self.records.append(record)
+            self._rewrite()
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                 self.tensorboard.add_scalar(key, value, step)
