@@ -56,3 +56,24 @@ def test_the_fit_search_of_the_paper_sweep_is_the_committed_cache():
         microbatches, _, chosen = settings[0]
         assert (microbatches, chosen) == (1, remat), preset
         assert _gib(reports[(preset, "v5p:4x8x8", chosen, 1)]) == float(gib), preset
+
+
+def test_make_trains_quoted_accuracies_and_losses_are_the_committed_runs():
+    """README's "Evaluation" quotes make train's cloze accuracy and mean held-out loss at steps 0, 100 and 200:
+    each is the committed run's (experiments/results/make_train_metrics.jsonl), to the digits quoted."""
+    with open(os.path.join(ROOT, "experiments", "results", "make_train_metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    evaluated = {r["step"]: r for r in records if "eval/cloze/acc" in r}
+    assert sorted(evaluated) == [0, 100, 200]
+    accuracy = [f"{100 * evaluated[s]['eval/cloze/acc']:.1f}%" for s in (0, 100, 200)]
+    losses = []
+    for s in (0, 100, 200):
+        per_source = [v for k, v in evaluated[s].items() if re.fullmatch(r"eval/\w+/loss", k) and "cloze" not in k]
+        assert len(per_source) == 7
+        losses.append(f"{sum(per_source) / 7:.2f}")
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = " ".join(f.read().split())
+    quote = text[text.index("What `make train` shows"):][:900]
+    assert (f"scores {accuracy[0]} untrained (step 0), {accuracy[1]} at step 100 (205k tokens) and {accuracy[2]} at "
+            f"step 200") in quote, (accuracy, quote)
+    assert f"falls from {losses[0]} to {losses[1]} and {losses[2]} nats" in quote, (losses, quote)
