@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
 
     logs.hold()  # before Beam's first import: its records go to OUTPUT/beam.log, not the console
     if args.bench:
-        from data_pipeline.curation import bench
+        from data_pipeline.curation import engine_bench
 
-        report = bench.run(args.bench_mb, beam_args)
-        print(bench.format_report(report))
+        report = engine_bench.run(args.bench_mb, beam_args)
+        print(engine_bench.format_report(report))
         print(json.dumps(report))
         return
     missing = [f"--{name}" for name in ("source", "input", "output") if not getattr(args, name)]
