@@ -77,3 +77,20 @@ def test_make_trains_quoted_accuracies_and_losses_are_the_committed_runs():
     assert (f"scores {accuracy[0]} untrained (step 0), {accuracy[1]} at step 100 (205k tokens) and {accuracy[2]} at "
             f"step 200") in quote, (accuracy, quote)
     assert f"falls from {losses[0]} to {losses[1]} and {losses[2]} nats" in quote, (losses, quote)
+
+
+def test_the_readmes_curation_table_is_the_committed_stats():
+    """README's per-stage table of `make curate` is `curation.stats.table` of the committed stats.json files
+    (experiments/results/curation/<source>.stats.json, copied from .cache/curated/<source>/stats.json)."""
+    from data_pipeline.curation import stats
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    start = readme.index("Per-stage table of `make curate`")
+    fence = readme.index("```", start) + 4
+    quoted = readme[fence:readme.index("```", fence)].strip()
+    tables = []
+    for source in ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange"):
+        with open(os.path.join(ROOT, "experiments", "results", "curation", f"{source}.stats.json")) as f:
+            tables.append(stats.table(json.load(f)))
+    assert quoted == "\n".join(tables).strip()
