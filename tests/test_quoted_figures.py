@@ -94,3 +94,15 @@ def test_the_readmes_curation_table_is_the_committed_stats():
         with open(os.path.join(ROOT, "experiments", "results", "curation", f"{source}.stats.json")) as f:
             tables.append(stats.table(json.load(f)))
     assert quoted == "\n".join(tables).strip()
+
+
+def test_the_readmes_classifier_accuracy_is_the_committed_reference_models():
+    """The quality classifier's held-out figures the README quotes are those `python -m
+    data_pipeline.curation.reference_models` wrote (experiments/results/curation/reference_models.json)."""
+    with open(os.path.join(ROOT, "experiments", "results", "curation", "reference_models.json")) as f:
+        classifier = json.load(f)["classifier"]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = " ".join(f.read().split())
+    assert (f"accuracy ({classifier['held_out']} pages never trained on): {100 * classifier['held_out_accuracy']:.1f}%; "
+            f"at 0.25 it keeps {100 * classifier['held_out_reference_kept_at_0.25']:.0f}% of held-out reference pages "
+            f"and {100 * classifier['held_out_web_kept_at_0.25']:.1f}% of held-out raw web pages") in text
