@@ -33,7 +33,12 @@ def heldout_losses(train_config, eval_config, workdir: str) -> dict[str, float]:
         raise FileNotFoundError(f"{workdir} has no checkpoint; the training did not run")
     streams = data_pipeline.eval_streams(eval_config)
     losses = heldout.evaluate(ts.make_eval_step(eval_config, mesh), restored[0].params, streams, eval_config, mesh)
-    return {key.split("/")[1]: value for key, value in losses.items()}
+    return per_source(losses)
+
+
+def per_source(metrics: dict[str, float]) -> dict[str, float]:
+    """{source: loss} from the held-out evaluator's `eval/<source>/loss` entries (not their `loss_se`)."""
+    return {key.split("/")[1]: value for key, value in metrics.items() if key.endswith("/loss")}
 
 
 def table(results: dict[str, dict[str, float]]) -> str:

@@ -315,3 +315,10 @@ def test_the_curated_output_feeds_the_tokenizer_sample_and_the_configs(runs, tmp
     assert raw.data.weights.commoncrawl == curated.data.weights.commoncrawl == 1.0 and raw.data.sources.commoncrawl == ""
     assert sum(curated.data.weights.values()) == 1.0 and curated.data.tokenizer == raw.data.tokenizer == ""
     assert raw.train.steps * raw.train.global_batch_size == curated.train.steps * curated.train.global_batch_size
+
+
+def test_the_ablation_reads_each_sources_loss_not_its_standard_error():
+    from experiments import curation_ablation
+
+    metrics = {"eval/c4/loss": 6.4, "eval/c4/loss_se": 0.06, "eval/books/loss_se": 0.03, "eval/books/loss": 6.9}
+    assert curation_ablation.per_source(metrics) == {"c4": 6.4, "books": 6.9}

@@ -106,3 +106,16 @@ def test_the_readmes_classifier_accuracy_is_the_committed_reference_models():
     assert (f"accuracy ({classifier['held_out']} pages never trained on): {100 * classifier['held_out_accuracy']:.1f}%; "
             f"at 0.25 it keeps {100 * classifier['held_out_reference_kept_at_0.25']:.0f}% of held-out reference pages "
             f"and {100 * classifier['held_out_web_kept_at_0.25']:.1f}% of held-out raw web pages") in text
+
+
+def test_the_readmes_curation_ablation_is_the_committed_results():
+    """README's ablation table (held-out loss per source of the raw- and curated-CommonCrawl models) is
+    experiments/results/curation/ablation.json, written by `python -m experiments.curation_ablation`."""
+    with open(os.path.join(ROOT, "experiments", "results", "curation", "ablation.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for source, raw in results["raw"].items():
+        curated = results["curated"][source]
+        label = f"{source} (raw)" if source == "commoncrawl" else source
+        assert f"| {label} | {raw:.3f} | {curated:.3f} | {curated - raw:+.3f} |" in readme, source
