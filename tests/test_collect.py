@@ -65,3 +65,30 @@ def test_no_mixture_loss_without_every_weighted_source_or_for_synthetic_data(tmp
     write_run(root, "synthetic", LOSSES, source="synthetic")
     assert final_row(root, "missing")["eval/mixture/loss"] is None
     assert final_row(root, "synthetic")["eval/mixture/loss"] is None
+
+
+def test_merge_keeps_the_committed_runs_whose_workdirs_are_gone_and_replaces_the_collected_ones(tmp_path):
+    """`collect --merge`: a study's table on a fresh clone (its earlier runs' workdirs gone) gains the new runs,
+    each run collected again replaces its old rows, and no other run's row is lost or changed."""
+    import csv
+    import io
+    import subprocess
+    import sys
+
+    old, new = tmp_path / "old" / "study", tmp_path / "new" / "study"
+    write_run(old, "gone", LOSSES)
+    write_run(old, "again", LOSSES)
+    out = tmp_path / "study.csv"
+    out.write_text(collect.to_csv(collect.collect(str(old))))
+    before = {row["run"]: row for row in csv.DictReader(io.StringIO(out.read_text()))}
+    write_run(new, "again", {k: v + 1 for k, v in LOSSES.items()})
+    write_run(new, "fresh", LOSSES)
+    command = [sys.executable, "-m", "experiments.collect", f"--sweep={new}", f"--out={out}"]
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode != 0 and "--merge" in refused.stderr and out.read_text() == collect.to_csv(
+        collect.collect(str(old)))
+    subprocess.run([*command, "--merge"], check=True, capture_output=True)
+    after = {row["run"]: row for row in csv.DictReader(io.StringIO(out.read_text()))}
+    assert sorted(after) == ["again", "fresh", "gone"]
+    assert after["gone"] == before["gone"]
+    assert float(after["again"]["eval/mixture/loss"]) == pytest.approx(float(before["again"]["eval/mixture/loss"]) + 1)

@@ -299,11 +299,11 @@ def test_the_swarm_file_lists_locked_runs_with_their_weights_and_the_targets_rep
             mixture_swarm.get_config(arg)
 
 
+@pytest.mark.slow  # `make test-slow` builds the corpus and the study's tokenizer first, so it never skips
 def test_the_recorded_unique_tokens_are_the_built_corpus():
     config = mixture_swarm.get_config()
     counts = mixture_swarm.data_tokens(config)
-    if not counts:
-        pytest.skip("the corpus or the study's tokenizer is not built (make corpus; experiments.study_tokenizer)")
+    assert counts, "the corpus or the study's tokenizer is not built (make corpus study-tokenizer)"
     for name, count in counts.items():
         assert count / config.data.subsample[name] == pytest.approx(mixture_swarm.UNIQUE_TOKENS[name], rel=0.01)
 
