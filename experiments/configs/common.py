@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import spec
 from llama_jax.config import get_preset
 from llama_jax.corpus_spec import LLAMA_MIXTURE  # Table 1's sampling proportions
 
@@ -126,4 +127,31 @@ def paper_config(preset: str) -> ml_collections.ConfigDict:
         c.train.steps = round(tokens / c.train.tokens_per_step)
     c.model.dtype = "bfloat16"
     c.model.remat_policy = "save_linear"
+    return c
+
+
+def cpu_study_config(dim: int, n_layers: int, non_embedding: int, tokens: float, peak_lr: float, *,
+                     vocab_size: int, seq_len: int, batch: int, tokenizer: str, cooldown: float,
+                     stable: bool = False, seed: int = 0) -> ml_collections.ConfigDict:
+    """One run of the CPU studies (scaling sweeps, mixture swarms): a LLaMA of `dim` x `n_layers` (heads of 16,
+    SwiGLU hidden a multiple of 16) on `tokens` tokens, trained warmup-stable-decay (Hägele et al. 2024): warmup
+    of about N tokens (at least 10 steps), the peak rate held, the last `cooldown` of the steps decayed to 0, or
+    no decay for a stable phase (`stable`, which its budgets' cooldowns branch from); AdamW's beta2 0.99 for
+    runs of a few hundred steps (experiments/configs/cpu_sweep.py gives the reasons). Unlocked: the caller sets
+    what its study differs in (evaluation, data weights, kept checkpoints) and locks it."""
+    c = base_config("tiny")
+    c.model.dim, c.model.n_layers, c.model.n_heads = dim, n_layers, dim // 16
+    c.model.multiple_of, c.model.vocab_size, c.model.max_seq_len = 16, vocab_size, seq_len
+    c.data.tokenizer = tokenizer
+    c.train.seq_len, c.train.global_batch_size = seq_len, batch
+    c.train.steps = spec.steps_for(tokens, batch, seq_len)
+    c.train.log_every = 25
+    c.seed = seed
+    c.optimizer.peak_lr = peak_lr
+    c.optimizer.b2 = 0.99
+    c.optimizer.warmup_steps = max(10, round(non_embedding / (batch * seq_len)))
+    c.optimizer.schedule = "wsd"
+    c.optimizer.final_lr_fraction = 0.0
+    c.optimizer.cooldown_fraction = 0.0 if stable else cooldown
+    c.checkpoint.every_steps, c.checkpoint.keep = 500, 1
     return c

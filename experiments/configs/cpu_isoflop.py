@@ -42,7 +42,7 @@ import os
 
 from experiments import isoflop, spec
 from experiments import study_tokenizer as tokenizer
-from experiments.configs.common import base_config
+from experiments.configs.common import cpu_study_config
 from llama_jax import corpus_spec
 
 # dim, layers (dim // 16 heads, SwiGLU hidden a multiple of 16).
@@ -99,28 +99,17 @@ def get_config(arg: str | None = None):
     is given, not chosen, so the default works before any result is collected."""
     arg = arg or f"size=d32l2,tokens={tokens(lr_budget('d32l2'), 'd32l2'):g},lr={lr_candidates('d32l2')[1]}"
     s = spec.parse(arg, sizes=SIZES, knobs=("seed", "lr"), flags=("stable", "heldout"))
-    dim, layers = SIZES[s.size]
-    c = base_config("tiny")
-    c.model.dim, c.model.n_layers, c.model.n_heads = dim, layers, dim // 16
-    c.model.multiple_of, c.model.vocab_size, c.model.max_seq_len = 16, VOCAB, SEQ_LEN
-    c.data.tokenizer = TOKENIZER
-    c.train.seq_len, c.train.global_batch_size = SEQ_LEN, BATCH
-    c.train.steps = spec.steps_for(s.tokens, BATCH, SEQ_LEN)
-    c.train.log_every, c.train.eval_every, c.train.eval_batches = 25, 500, 16
-    c.seed = int(s.knob("seed", 0))
     lr = s.knob("lr", 0) or chosen_lr(s.size)
     if not lr:
         raise ValueError(f"spec {arg!r}: no lr= and no learning-rate sweep result for {s.size} in {RESULTS}; "
                          "give lr= or train and collect the rate sweep first (make scaling)")
-    c.optimizer.peak_lr = lr
-    c.optimizer.b2 = 0.99
-    c.optimizer.warmup_steps = max(10, round(NON_EMBEDDING[s.size] / (BATCH * SEQ_LEN)))
-    c.optimizer.schedule = "wsd"
-    c.optimizer.final_lr_fraction = 0.0
-    c.optimizer.cooldown_fraction = 0.0 if "stable" in s.flags else COOLDOWN
+    dim, layers = SIZES[s.size]
+    c = cpu_study_config(dim, layers, NON_EMBEDDING[s.size], s.tokens, lr, vocab_size=VOCAB, seq_len=SEQ_LEN,
+                         batch=BATCH, tokenizer=TOKENIZER, cooldown=COOLDOWN, stable="stable" in s.flags,
+                         seed=int(s.knob("seed", 0)))
+    c.train.eval_every, c.train.eval_batches = 500, 16
     if "stable" in s.flags:  # the stable phase keeps the checkpoints its budgets' cooldowns branch from
         c.checkpoint.keep_steps = tuple(step for step in cooldown_starts(s.size) if step <= c.train.steps)
-    c.checkpoint.every_steps, c.checkpoint.keep = 500, 1
     c.lock()
     return c
 

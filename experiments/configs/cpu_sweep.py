@@ -41,7 +41,7 @@ import os
 
 from experiments import spec
 from experiments import study_tokenizer as tokenizer
-from experiments.configs.common import base_config
+from experiments.configs.common import cpu_study_config
 from llama_jax import corpus_spec
 
 # dim, layers: the four shapes (head_dim 16).
@@ -75,23 +75,12 @@ def cooldown_starts(size: str) -> list[int]:
 def get_config(arg: str = "size=d32l2,tokens=1.1e6"):
     s = spec.parse(arg, sizes=SIZES, knobs=("seed",), flags=("stable",))
     dim, layers = SIZES[s.size]
-    c = base_config("tiny")
-    c.model.dim, c.model.n_layers, c.model.n_heads = dim, layers, dim // 16
-    c.model.multiple_of, c.model.vocab_size, c.model.max_seq_len = 16, VOCAB, SEQ_LEN
-    c.data.tokenizer = TOKENIZER
-    c.train.seq_len, c.train.global_batch_size = SEQ_LEN, BATCH
-    c.train.steps = spec.steps_for(s.tokens, BATCH, SEQ_LEN)
-    c.train.log_every, c.train.eval_every, c.train.eval_batches = 25, 250, 4
-    c.seed = int(s.knob("seed", 0))
-    c.optimizer.peak_lr = round(2e-3 * math.sqrt(256 / dim), 5)
-    c.optimizer.b2 = 0.99
-    c.optimizer.warmup_steps = max(10, round(NON_EMBEDDING[s.size] / (BATCH * SEQ_LEN)))
-    c.optimizer.schedule = "wsd"
-    c.optimizer.final_lr_fraction = 0.0
-    c.optimizer.cooldown_fraction = 0.0 if "stable" in s.flags else COOLDOWN
+    c = cpu_study_config(dim, layers, NON_EMBEDDING[s.size], s.tokens, round(2e-3 * math.sqrt(256 / dim), 5),
+                         vocab_size=VOCAB, seq_len=SEQ_LEN, batch=BATCH, tokenizer=TOKENIZER, cooldown=COOLDOWN,
+                         stable="stable" in s.flags, seed=int(s.knob("seed", 0)))
+    c.train.eval_every, c.train.eval_batches = 250, 4
     if "stable" in s.flags:  # the stable phase keeps the checkpoints its budgets' cooldowns branch from
         c.checkpoint.keep_steps = tuple(step for step in cooldown_starts(s.size) if step <= c.train.steps)
-    c.checkpoint.every_steps, c.checkpoint.keep = 500, 1
     c.lock()
     return c
 

@@ -44,7 +44,7 @@ import numpy as np
 from experiments import mixing, spec
 from experiments import study_tokenizer as tokenizer
 from experiments.configs import cpu_isoflop
-from experiments.configs.common import base_config
+from experiments.configs.common import cpu_study_config
 from llama_jax import corpus_spec
 
 SIZES = {"d16l1": (16, 1), "d40l2": (40, 2)}
@@ -109,27 +109,16 @@ def run_config(s: spec.Spec, weights: np.ndarray, eval_every: int | None = None)
     """The locked config of a run of size s.size on s.tokens tokens with `weights`; its training set keeps
     s.tokens / TARGET_TOKENS (at most all) of every source's documents."""
     dim, layers = SIZES[s.size]
-    c = base_config("tiny")
-    c.model.dim, c.model.n_layers, c.model.n_heads = dim, layers, dim // 16
-    c.model.multiple_of, c.model.vocab_size, c.model.max_seq_len = 16, VOCAB, SEQ_LEN
-    c.data.tokenizer = cpu_isoflop.TOKENIZER
+    c = cpu_study_config(dim, layers, NON_EMBEDDING[s.size], s.tokens, round(2e-3 * math.sqrt(256 / dim), 6),
+                         vocab_size=VOCAB, seq_len=SEQ_LEN, batch=BATCH, tokenizer=cpu_isoflop.TOKENIZER,
+                         cooldown=COOLDOWN, stable="stable" in s.flags, seed=int(s.knob("seed", 0)))
     c.data.weights = ml_collections.ConfigDict(dict(zip(corpus_spec.SOURCE_NAMES, np.round(weights, 8).tolist(),
                                                         strict=True)))
     c.data.normalize_weights = True  # the eighth digit's rounding
     fraction = min(1.0, s.tokens / TARGET_TOKENS)
     c.data.subsample = ml_collections.ConfigDict(dict.fromkeys(corpus_spec.SOURCE_NAMES, fraction))
-    c.train.seq_len, c.train.global_batch_size = SEQ_LEN, BATCH
-    c.train.steps = spec.steps_for(s.tokens, BATCH, SEQ_LEN)
-    c.train.log_every, c.train.eval_batches = 25, EVAL_BATCHES
+    c.train.eval_batches = EVAL_BATCHES
     c.train.eval_every = eval_every or c.train.steps
-    c.seed = int(s.knob("seed", 0))
-    c.optimizer.peak_lr = round(2e-3 * math.sqrt(256 / dim), 6)
-    c.optimizer.b2 = 0.99
-    c.optimizer.warmup_steps = max(10, round(NON_EMBEDDING[s.size] / (BATCH * SEQ_LEN)))
-    c.optimizer.schedule = "wsd"
-    c.optimizer.final_lr_fraction = 0.0
-    c.optimizer.cooldown_fraction = 0.0 if "stable" in s.flags else COOLDOWN
-    c.checkpoint.every_steps, c.checkpoint.keep = 500, 1
     return c
 
 
