@@ -142,6 +142,14 @@ def test_metrics_file_and_loss_curve(tmp_path):
     assert final["loss"] == train_records[-1]["loss"]
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert any(name.startswith("events") for name in os.listdir(tmp_path / "tensorboard"))
+    # where the process's wall time went: one line, its parts adding up to its total
+    (timing,) = [json.loads(line) for line in (tmp_path / "timing.jsonl").read_text().splitlines()]
+    assert (timing["first_step"], timing["last_step"]) == (0, 16)
+    parts = {k: v for k, v in timing.items() if k.endswith("_s") and k != "total_s"}
+    assert {"start_s", "setup_s", "compile_s", "steps_s", "data_wait_s", "eval_s", "checkpoint_s", "plot_s",
+            "other_s"} == set(parts)
+    assert all(v >= 0 for v in parts.values()) and min(timing["steps_s"], timing["eval_s"], timing["compile_s"]) > 0
+    assert sum(parts.values()) == pytest.approx(timing["total_s"])
 
 
 def test_a_resumed_run_drops_what_the_killed_run_logged_after_the_checkpoint(tmp_path):

@@ -27,7 +27,7 @@ from llama_jax import cli, sharding
 from llama_jax.evaluation.evaluators.suite import Suite
 from llama_jax.train import checkpoint
 from llama_jax.train import step as ts
-from llama_jax.train.metrics import MetricsWriter, Throughput, plot_loss_curve
+from llama_jax.train.metrics import MetricsWriter, Phases, Throughput, plot_loss_curve
 
 
 class NonFiniteError(FloatingPointError):
@@ -112,34 +112,38 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
     """Train `config` in `workdir` up to `config.train.steps` on `devices` (default: all), resuming from its latest
     checkpoint; a workdir without one starts from step `branch[1]` of the run in `branch[0]` when given (a
     cooldown branched from a stable phase: checkpoint.restore_branch). Returns the last step's metrics."""
+    phases = Phases()  # where the wall time goes: WORKDIR/timing.jsonl
     is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(config, devices)
-    manager = checkpoint.manager(workdir, config)
-    run = ts.setup(config, mesh)  # rules, optimizer, schedule and shardings, derived once for the whole run
-    target = run.abstract_state
-    restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
-    if restored is None and branch is not None:
-        restored = checkpoint.restore_branch(*branch, config, target)
-    stream, make_eval_streams = data_streams(config)
-    evals = Suite(config, mesh, make_eval_streams)  # config.evals: tasks resolved (and built) before training starts
-    if restored is None:
-        state = ts.init_state(config, mesh, jax.random.PRNGKey(config.seed))
-    else:
-        state, data_state = restored
-        checkpoint.restore_stream(stream, data_state, manager)
-    start = int(jax.device_get(state.step))
-    logging.info("mesh %s; %s", sharding.describe(mesh), f"resuming from the checkpoint of step {start}" if restored
-                 else "starting at step 0")
+    with phases("setup"):  # mesh, checkpoint manager, shardings, restore, data streams, evaluations, init
+        mesh = sharding.make_mesh(config, devices)
+        manager = checkpoint.manager(workdir, config)
+        run = ts.setup(config, mesh)  # rules, optimizer, schedule and shardings, derived once for the whole run
+        target = run.abstract_state
+        restored = checkpoint.restore_latest(manager, config, target)  # refuses a workdir of another run first
+        if restored is None and branch is not None:
+            restored = checkpoint.restore_branch(*branch, config, target)
+        stream, make_eval_streams = data_streams(config)
+        evals = Suite(config, mesh, make_eval_streams)  # config.evals: tasks resolved (and built) before training starts
+        if restored is None:
+            state = ts.init_state(config, mesh, jax.random.PRNGKey(config.seed))
+        else:
+            state, data_state = restored
+            checkpoint.restore_stream(stream, data_state, manager)
+        start = int(jax.device_get(state.step))
+        logging.info("mesh %s; %s", sharding.describe(mesh), f"resuming from the checkpoint of step {start}" if restored
+                     else "starting at step 0")
 
     compile_start = time.perf_counter()
-    train_step = ts.make_train_step(config, mesh).lower(target, run.abstract_batch()).compile()
+    with phases("compile"):
+        train_step = ts.make_train_step(config, mesh).lower(target, run.abstract_batch()).compile()
     logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
     writer = MetricsWriter(workdir, enabled=is_main, start_step=start)
     if restored is not None:
         writer.write(start, {"resumed_from": start})
     elif evals.due(0):  # the untrained model: where accuracy-against-tokens curves start (chance)
-        writer.write(0, {"tokens_seen": 0, **evals(state.params)})
+        with phases("eval"):
+            writer.write(0, {"tokens_seen": 0, **evals(state.params)})
     throughput = Throughput(config)
     tokens_per_step = config.train.tokens_per_step
     progress = _progress_bar(start, config.train.steps, enabled=is_main)
@@ -148,7 +152,8 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
         for step in range(start, config.train.steps):
             if preempted[0] or manager.reached_preemption(step):
                 if manager.latest_step() != step:
-                    checkpoint.save(manager, step, state, config, stream.get_state(), force=True)
+                    with phases("checkpoint"):
+                        checkpoint.save(manager, step, state, config, stream.get_state(), force=True)
                 logging.info("preempted: checkpoint of step %d saved, exiting", step)
                 break
             if step == config.train.profile_step:
@@ -162,6 +167,8 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
             # of a real model and lets a non-finite step be named and never checkpointed.
             metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
             throughput.add(time.perf_counter() - tick, data_wait)
+            phases.add("data_wait", data_wait)
+            phases.add("steps", time.perf_counter() - tick - data_wait)
             if step == config.train.profile_step:
                 jax.profiler.stop_trace()
             done = step + 1
@@ -173,15 +180,21 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
                                     **mixture_metrics(stream.report())})
                 throughput.reset()
             if done == config.train.steps or manager.should_save(done):  # get_state() only when it is saved
-                checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
+                with phases("checkpoint"):
+                    checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
             if evals.due(done):
-                writer.write(done, {"tokens_seen": done * tokens_per_step, **evals(state.params)})
+                with phases("eval"):
+                    writer.write(done, {"tokens_seen": done * tokens_per_step, **evals(state.params)})
     progress.close()
-    manager.wait_until_finished()
-    manager.close()
+    with phases("checkpoint"):
+        manager.wait_until_finished()
+        manager.close()
     writer.close()
     if is_main and os.path.exists(writer.path):
-        logging.info("loss curve: %s", plot_loss_curve(workdir))
+        with phases("plot"):
+            logging.info("loss curve: %s", plot_loss_curve(workdir))
+    if is_main:
+        phases.write(workdir, start, int(jax.device_get(state.step)))
     return metrics
 
 

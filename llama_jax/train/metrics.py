@@ -1,11 +1,15 @@
 """Where training metrics go: WORKDIR/metrics.jsonl (one JSON object per logged step), TensorBoard event
-files in WORKDIR/tensorboard, and a loss curve WORKDIR/loss.png at the end. Only process 0 writes."""
+files in WORKDIR/tensorboard, a loss curve WORKDIR/loss.png at the end, and where the run's wall time went
+(WORKDIR/timing.jsonl, one line per process that trained it). Only process 0 writes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -41,6 +45,52 @@ class Throughput:
         mfu = tokens_per_s * self.flops_per_token / self.peak if self.peak else None
         wait = self.data_wait / self.step_time if self.step_time else 0.0
         return {"step_time_s": step_time, "tokens_per_s": tokens_per_s, "mfu": mfu, "data_wait_fraction": wait}
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process was started (Linux's /proc), None where that is not known: the
+    interpreter's start and the imports before the run's own code begins."""
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return max(0.0, float(f.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Phases:
+    """Wall seconds of a training process's phases: `with phases("eval"): ...` adds to "eval". `record()` gives
+    them with `start` (process start to this object: interpreter, imports, flags), `other` (the rest of the
+    time since) and `total`, the sums a sweep's overhead is read from (experiments.overhead)."""
+
+    def __init__(self):
+        self.start = seconds_since_process_start()
+        self.created = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - tick)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def record(self) -> dict[str, float]:
+        since = time.perf_counter() - self.created
+        start = self.start or 0.0
+        return {"start_s": start, **{f"{k}_s": v for k, v in self.seconds.items()},
+                "other_s": since - sum(self.seconds.values()), "total_s": start + since}
+
+    def write(self, workdir: str, first_step: int, last_step: int) -> None:
+        """Add this process's line to WORKDIR/timing.jsonl (a resumed run adds one line per process)."""
+        path = epath.Path(workdir) / "timing.jsonl"
+        line = json.dumps({"first_step": first_step, "last_step": last_step, **self.record()}) + "\n"
+        path.write_text((path.read_text() if path.exists() else "") + line)
 
 
 class MetricsWriter:
