@@ -7,7 +7,8 @@
 
 The peer is transformers' `LlamaForCausalLM` built from the same model config (`convert_hf.hf_config`) and our
 initial weights (`convert_hf.hf_tensors`), in eager mode (SDPA attention, plain causal mask) and under
-`torch.compile` (the loss function, forward and backward; the optimizer stays eager). Both train on the same
+`torch.compile` (the loss function, forward and backward; the optimizer stays eager), in its default mode
+(`compile`) or "max-autotune-no-cudagraphs" (`autotune`). Both train on the same
 synthetic batches in float32 with the same AdamW (betas, eps, weight decay on the matrices `optim.decays`
 picks, the same learning-rate schedule) and global-norm clipping, so their per-step losses agree to float
 rounding: the line `losses` shows it. Parts:
@@ -21,13 +22,19 @@ Each round runs every system for `--steps` items, in an order that rotates from 
 from other processes slows whichever system it meets, so the ratio of each round (our tokens/s over the
 peer's) is the figure, and the median over rounds is reported with its range. `--threads` pins the process
 to that many cores before JAX or torch start (XLA's intra-op pool takes its size from the cores it may use)
-and sets `torch.set_num_threads`. Prints a line per round, a summary per part, then one line of JSON.
+and sets `torch.set_num_threads`. Each system's achieved GFLOP/s (llama_jax.perf.flops: 6N plus attention per
+trained token, a third of it per evaluated one) is set against the float32 matmul peak timed in the same
+process (a 2048^3 product by XLA and by torch, the best of 5). Prints a line per round, a summary per part,
+then one line of JSON.
+
+    python -m benchmarks.torch_peer --parts=train --config=experiments/configs/cpu_isoflop.py:size=d32l2,tokens=3.11e5,lr=0.005657
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import statistics
 import time
@@ -42,7 +49,10 @@ from llama_jax.platforms import cpu_model
 
 TINY = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tiny.py")
 PARTS = ("train", "eval", "decode")
-PEERS = ("eager", "compile")
+# torch modes: eager, torch.compile's default mode, and its "max-autotune-no-cudagraphs" (autotuned kernels on CPU)
+PEERS = ("eager", "compile", "autotune")
+COMPILE_MODES = {"compile": None, "autotune": "max-autotune-no-cudagraphs"}
+PEAK_SIZE = 2048  # the square float32 matmul the machine's peak is timed on
 DISTINCT_BATCHES = 4  # every system cycles through the same batches
 
 
@@ -143,7 +153,8 @@ class TorchPeer:
         self.clip = opt.clip_norm
         self.batches = [{k: torch.from_numpy(v.astype("int64" if k != "loss_mask" else "float32")) for k, v in b.items()}
                         for b in ours.host_batches]
-        self.loss_sum = torch.compile(self._loss_sum) if mode == "compile" else self._loss_sum
+        self.loss_sum = (torch.compile(self._loss_sum, mode=COMPILE_MODES[mode]) if mode in COMPILE_MODES
+                         else self._loss_sum)
         self.losses: list = []
         self.steps = 0
 
@@ -196,6 +207,33 @@ class TorchPeer:
         return time.perf_counter() - start, out[:, ids.shape[1]:].tolist()
 
 
+def matmul_peak(size: int = PEAK_SIZE, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of the best of `repeats` float32 [size, size] x [size, size] products, by XLA (jnp.dot) and by
+    torch, in this process on its pinned cores: what the box's two cores reach on a large matrix product, the
+    physical limit the steps are compared with."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    flops = 2 * size**3
+    dot = jax.jit(jnp.dot)
+    x = jnp.asarray(a)
+    dot(x, x).block_until_ready()
+    t = torch.from_numpy(a)
+    torch.mm(t, t)
+    best = {"xla": math.inf, "torch": math.inf}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dot(x, x).block_until_ready()
+        best["xla"] = min(best["xla"], time.perf_counter() - start)
+        start = time.perf_counter()
+        torch.mm(t, t)
+        best["torch"] = min(best["torch"], time.perf_counter() - start)
+    return {f"{name}_gflop_per_s": flops / seconds / 1e9 for name, seconds in best.items()}
+
+
 def alternate(systems: dict[str, Callable[[], float]], rounds: int, report: Callable[[int, dict], None]) -> tuple[dict, dict]:
     """(wall seconds, process CPU seconds) per round of each system, `rounds` times, the order rotating by one
     system each round. CPU time counts every thread of the process, spinning included."""
@@ -215,9 +253,11 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
 
 
-def summarise(part: str, tokens: int, seconds: dict[str, list[float]], cpu: dict[str, list[float]] | None = None) -> dict:
+def summarise(part: str, tokens: int, seconds: dict[str, list[float]], cpu: dict[str, list[float]] | None = None,
+              flops_per_token: float | None = None, peak: float | None = None) -> dict:
     """tokens/s of each system and, per peer, the per-round ratio ours / peer with its median and range; with
-    `cpu`, the same per CPU-second (tokens per second of all the process's threads)."""
+    `cpu`, the same per CPU-second (tokens per second of all the process's threads); with `flops_per_token`,
+    each system's median achieved GFLOP/s, and with `peak` (GFLOP/s) its share of that."""
     def ratios(rates):
         return {name: spread([o / p for o, p in zip(rates["ours"], r, strict=True)]) for name, r in rates.items() if name != "ours"}
 
@@ -228,6 +268,10 @@ def summarise(part: str, tokens: int, seconds: dict[str, list[float]], cpu: dict
         per_cpu = {name: [tokens / s for s in values] for name, values in cpu.items()}
         result["tokens_per_cpu_s"] = {name: spread(r) for name, r in per_cpu.items()}
         result["cpu_ratio"] = ratios(per_cpu)
+    if flops_per_token:
+        result["gflop_per_s"] = {name: statistics.median(r) * flops_per_token / 1e9 for name, r in rates.items()}
+        if peak:
+            result["share_of_peak"] = {name: g / peak for name, g in result["gflop_per_s"].items()}
     return result
 
 
@@ -248,6 +292,10 @@ def summary_lines(result: dict) -> list[str]:
             line += f"  ours/{name}: median {q['median']:.2f}x [{q['min']:.2f} - {q['max']:.2f}]"
             if "cpu_ratio" in result:
                 line += f"; per CPU-second {result['cpu_ratio'][name]['median']:.2f}x"
+        if "gflop_per_s" in result:
+            line += f"  {result['gflop_per_s'][name]:.1f} GFLOP/s"
+            if "share_of_peak" in result:
+                line += f" ({result['share_of_peak'][name]:.0%} of the matmul peak)"
         lines.append(line)
     return lines
 
@@ -292,6 +340,8 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
     import torch
     import transformers
 
+    from llama_jax.perf.flops import train_flops_per_token
+
     ours = Ours(config)
     others = {f"ours[{spec}]": Ours(variant_config(config, spec)) for spec in variants}
     torches = {f"torch_{mode}": TorchPeer(ours, mode) for mode in peers}
@@ -308,12 +358,18 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
                   "scan_layers": ours.model.scan_layers, "scan_unroll": resolved.scan_unroll,
                   "linear_tokens": resolved.linear_tokens, "remat": ours.model.remat_policy},
         "ours_compile_s": round(ours.compile_s, 2),
+        "matmul_peak": matmul_peak(),
         "parts": [],
     }
+    peak = max(record["matmul_peak"].values())
+    train_flops = train_flops_per_token(ours.model, config.train.seq_len)  # 6N plus attention (llama_jax.perf.flops)
+    flops_per_token = {"train": train_flops, "eval": train_flops / 3}  # a forward is a third of forward and backward
     settings = ", ".join(f"{k}={v}" for k, v in record["model"].items())
     print(f"{record['machine']}; jax {jax.__version__}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}; {record['preset']} batch {record['batch'][0]} x {record['batch'][1]}, "
           f"{settings}; our step compiled in {ours.compile_s:.1f} s", flush=True)
+    print(f"float32 matmul peak ({PEAK_SIZE}^3, best of 5, this process): " + ", ".join(
+        f"{k.split('_')[0]} {v:.1f} GFLOP/s" for k, v in record["matmul_peak"].items()), flush=True)
 
     if "train" in parts or "eval" in parts:
         tokens = steps * config.train.global_batch_size * config.train.seq_len
@@ -326,7 +382,7 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
             warm_s = time.perf_counter() - start
             seconds, cpu = alternate({name: (lambda s=s, m=method: getattr(s, m)(steps)) for name, s in every.items()},
                                      rounds, round_line(part, tokens))
-            result = {**summarise(part, tokens, seconds, cpu), "warmup_s": round(warm_s, 1)}
+            result = {**summarise(part, tokens, seconds, cpu, flops_per_token[part], peak), "warmup_s": round(warm_s, 1)}
             if part == "train":
                 our_losses = [float(x) for x in ours.losses]
                 result["losses"] = {"ours_last": our_losses[-1], **{

@@ -34,6 +34,11 @@ def test_the_command_prints_rounds_ratios_and_one_json_line(smoke):
         ratio = part["ratio"]["torch_eager"]
         assert len(ratio["rounds"]) == 2 and ratio["min"] <= ratio["median"] <= ratio["max"]
     assert sum(line.startswith(("train round", "eval round")) for line in smoke) == 4
+    assert set(record["matmul_peak"]) == {"xla_gflop_per_s", "torch_gflop_per_s"}
+    for part in record["parts"]:  # achieved GFLOP/s from the tokens/s, below the large matmul's
+        assert set(part["gflop_per_s"]) == {"ours", "torch_eager"} and all(0 < v for v in part["gflop_per_s"].values())
+        assert part["share_of_peak"]["ours"] == pytest.approx(part["gflop_per_s"]["ours"]
+                                                              / max(record["matmul_peak"].values()))
     assert any("ours/torch_eager: median" in line for line in smoke)
 
 
