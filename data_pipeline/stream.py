@@ -162,19 +162,32 @@ class Stream:
 
 class EvalStream:
     """The same `batches` held-out batches of one source, every time: `for batch in stream` yields them once,
-    `next(stream)` cycles through them."""
+    `next(stream)` cycles through them. The first complete pass is kept in memory and every later one reads it
+    (a run evaluates many times; reading and tokenizing the validation split again each time was most of an
+    evaluation's cost at the CPU studies' sizes)."""
 
     def __init__(self, dataset, batches: int, bos: int, eos: int):
         self._dataset, self.batches, self.bos, self.eos = dataset, batches, bos, eos
         self._position = 0
         self._iterator = None
+        self._kept: list[dict[str, np.ndarray]] | None = None  # the batches, once one pass has read them all
         self._open: weakref.WeakSet = weakref.WeakSet()  # generators whose tf.data iterators may be running
         _LIVE.add(self)
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        if self._kept is not None:
+            return iter(self._kept)
+
         def generate():
+            read = []
             for element in self._dataset.take(self.batches):
-                yield packed_batch(element.numpy().astype(np.int32), self.bos, self.eos)
+                read.append(packed_batch(element.numpy().astype(np.int32), self.bos, self.eos))
+                yield read[-1]
+            if len(read) == self.batches:
+                for batch in read:  # shared by every later pass: nobody may write into them
+                    for array in batch.values():
+                        array.setflags(write=False)
+                self._kept = read
 
         batches = generate()
         self._open.add(batches)

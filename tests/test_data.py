@@ -336,6 +336,10 @@ def test_eval_streams_give_the_same_held_out_batches_every_time(corpus_dir):
     assert len(first) == 2 and first[0]["inputs"].shape == (8, SEQ_LEN)
     assert_same_batches(list(streams["books"]), first)
     assert_same_batches([next(streams["books"]) for _ in range(4)], first + first)
+    # later passes read the first one's batches, kept read-only, not the validation split again
+    streams["books"]._dataset = None
+    assert_same_batches(list(streams["books"]), list(data_pipeline.eval_streams(make_config(corpus_dir))["books"]))
+    assert not list(streams["books"])[0]["inputs"].flags.writeable
 
 
 # ---------------------------------------------------------------------------------------------- readers
