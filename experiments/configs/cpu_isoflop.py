@@ -15,8 +15,10 @@ Design (each choice is measured or cited):
   side (tests/test_scaling.py checks it against fits.json), so that its minimum is measured, not extrapolated;
   that fit's a is uncertain ([0.25, 0.87]), which is why the brackets are wide. Going below d32l2 is cheap:
   d16l1 is a 1-layer, 16-wide LLaMA.
-- Held out: C = 1e13, 10x the largest fit budget, at the predicted N_opt (d64l2, 101k) and one size each side
-  (d48l2, d64l3); `experiments.scaling forecast` writes experiments/results/forecast.json before they train.
+- Held out: C = 1e13, 10x the largest fit budget, at the size nearest the grid's own forecast of N_opt there
+  (experiments/results/forecast.json: 310k, 95% interval 129k-508k; d80l4, 318k) and one size each side (d64l3,
+  d96l4), trained only held out (at their middle candidate rate). The prior fit had put N_opt at 101k; the
+  held-out sizes follow the grid's forecast, which `experiments.scaling forecast` wrote before they train.
 - Learning rate per size, from data: peak rates 2e-3 x sqrt(256 / dim) x {0.5, 1, 2} (cpu_sweep.py's rule and
   a factor 2 each way; Porian et al. 2024: untuned rates move the N_opt exponent) at the size's smallest fit
   budget; chosen_lr() reads the lowest final eval/mixture/loss of the three from the collected results
@@ -47,21 +49,23 @@ from llama_jax import corpus_spec
 
 # dim, layers (dim // 16 heads, SwiGLU hidden a multiple of 16).
 SIZES = {"d16l1": (16, 1), "d16l2": (16, 2), "d20l2": (20, 2), "d24l2": (24, 2), "d32l2": (32, 2),
-         "d40l2": (40, 2), "d48l2": (48, 2), "d64l2": (64, 2), "d64l3": (64, 3)}
+         "d40l2": (40, 2), "d48l2": (48, 2), "d64l2": (64, 2), "d64l3": (64, 3), "d80l4": (80, 4), "d96l4": (96, 4)}
 NON_EMBEDDING = {"d16l1": 3_376, "d16l2": 6_736, "d20l2": 10_980, "d24l2": 13_944, "d32l2": 26_784,
-                 "d40l2": 39_880, "d48l2": 55_536, "d64l2": 100_672, "d64l3": 150_976}  # asserted in the tests
+                 "d40l2": 39_880, "d48l2": 55_536, "d64l2": 100_672, "d64l3": 150_976, "d80l4": 318_160,
+                 "d96l4": 443_232}  # asserted in the tests
 # Fit budgets (C = 6ND FLOPs) and their sizes, centred on fits.json's N_opt (module docstring).
 FIT_BUDGETS = {5e10: ("d16l1", "d16l2", "d20l2", "d24l2", "d32l2"),
                1.5e11: ("d16l2", "d20l2", "d24l2", "d32l2", "d40l2"),
                4e11: ("d20l2", "d24l2", "d32l2", "d40l2", "d48l2"),
                1e12: ("d24l2", "d32l2", "d40l2", "d48l2", "d64l2", "d64l3")}
 HELDOUT_BUDGET = 1e13
-HELDOUT_SIZES = ("d48l2", "d64l2", "d64l3")  # the predicted N_opt (101k) and one size each side
+# The grid's forecast of N_opt at HELDOUT_BUDGET (experiments/results/forecast.json: 310k) and one size each side.
+HELDOUT_SIZES = ("d64l3", "d80l4", "d96l4")
 SEED_BUDGET = 5e10  # every size of this budget also trains with seed 1
 LR_FACTORS = (0.5, 1.0, 2.0)  # times the rule 2e-3 x sqrt(256 / dim)
 # Training tokens per second on the idle 2-core box: measured (d32l2, d48l2, d64l3) or a conservative guess.
 TOKENS_PER_S = {"d16l1": 30e3, "d16l2": 28e3, "d20l2": 27e3, "d24l2": 25e3, "d32l2": 23e3, "d40l2": 19.5e3,
-                "d48l2": 16.6e3, "d64l2": 13e3, "d64l3": 11.6e3}
+                "d48l2": 16.6e3, "d64l2": 13e3, "d64l3": 11.6e3, "d80l4": 6.8e3, "d96l4": 5e3}
 OVERHEAD = 1.15  # evaluations, compiles and process starts, on top of training
 BATCH, SEQ_LEN, VOCAB = 32, 128, 2048
 COOLDOWN = 0.2
