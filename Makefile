@@ -16,7 +16,7 @@ install: $(STAMP)
 # Every version the suite was last green with (all transitive dependencies) lives in requirements.lock, which
 # `make install` installs as constraints; setup.py's ranges are for users installing the package elsewhere.
 # `pip -qq` keeps pip's warnings about this machine's missing local index folders off the console.
-EXTRAS := data,curation,convert,tpu,eval,dev
+EXTRAS := data,curation,convert,tpu,eval,ray,dev
 LOCK := requirements.lock
 $(STAMP): setup.py $(LOCK)
 	@echo "install: virtual environment in $(VENV)"

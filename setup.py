@@ -30,6 +30,8 @@ EXTRAS = {
     # EleutherAI's lm-evaluation-harness (llama_jax.evaluation.harness) and its Hugging Face backend, which the parity tests
     # compare against; `datasets` comes with it (the paper's benchmarks from the Hub: llama_jax.evaluation.evaluators.hub).
     "eval": ["lm_eval>=0.4.13,<0.5", "accelerate>=1.0,<2", "torch==2.13.0", "transformers>=5,<6"],
+    # Sweeps on an existing Ray cluster (experiments.sweep --runner=ray; experiments.ray_runner).
+    "ray": ["ray>=2.50,<3"],
     # nbclient/nbformat/ipykernel: the test suite executes the scaling notebooks (experiments/notebooks).
     "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "filelock>=3.12", "ruff>=0.6", "transformers>=5,<6", "matplotlib>=3.8,<4", "nbclient>=0.10,<0.12",
             "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
