@@ -11,6 +11,7 @@ running the same sweep command again finishes with the results an uninterrupted 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import shlex
@@ -72,32 +73,39 @@ def _start(command: list[str], out) -> subprocess.Popen:
 def run_local(runs: list[Run], root: str, log: Callable[[str], None] = print) -> list[dict]:
     """Train `runs` one after another in `root/<sweep>/<name>`, skipping finished ones; returns one record per
     run (name, status, wall seconds). A run that exits without its final checkpoint stops the sweep (ValueError)."""
-    records = []
-    for run in runs:
-        workdir = run.workdir(root)
-        if is_finished(run, root):
-            log(f"{run.name}: finished, skipped")
-            records.append({"run": run.name, "status": "skipped", "wall_s": 0.0})
-            continue
-        os.makedirs(workdir, exist_ok=True)
-        write_run_record(run, workdir)
-        command = train_command(run, root)
-        log(f"{run.name}: training {run.config.train.steps} steps ({shlex.join(command[1:])}); log in {workdir}/train.log")
-        start = time.perf_counter()
-        with open(os.path.join(workdir, "train.log"), "a") as out:
-            child = _start(command, out)
-            previous = signal.signal(signal.SIGTERM, lambda *_, child=child: child.send_signal(signal.SIGTERM))
-            try:
-                status = child.wait()
-            finally:
+    return [train_run(run, root, log) for run in runs]
+
+
+def train_run(run: Run, root: str, log: Callable[[str], None] = print, forward_sigterm: bool = True) -> dict:
+    """Train `run` in `root/<sweep>/<name>` (resuming its latest checkpoint) unless it is finished; returns its
+    record (name, status, wall seconds); ValueError when training exits without the final checkpoint. With
+    `forward_sigterm`, a SIGTERM to this process is passed on to training, which saves a checkpoint and stops."""
+    workdir = run.workdir(root)
+    if is_finished(run, root):
+        log(f"{run.name}: finished, skipped")
+        return {"run": run.name, "status": "skipped", "wall_s": 0.0}
+    os.makedirs(workdir, exist_ok=True)
+    write_run_record(run, workdir)
+    command = train_command(run, root)
+    log(f"{run.name}: training {run.config.train.steps} steps ({shlex.join(command[1:])}); log in {workdir}/train.log")
+    start = time.perf_counter()
+    with open(os.path.join(workdir, "train.log"), "a") as out:
+        # One training process per workdir: a rerun waits here until an interrupted run's training process
+        # (which holds this file open as its output, and so the lock) has saved its checkpoint and exited.
+        fcntl.flock(out, fcntl.LOCK_EX)
+        child = _start(command, out)
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM)) if forward_sigterm else None
+        try:
+            status = child.wait()
+        finally:
+            if forward_sigterm:
                 signal.signal(signal.SIGTERM, previous)
-        wall = time.perf_counter() - start
-        if not is_finished(run, root):
-            raise ValueError(f"{run.name} stopped (exit status {status}) before its final step "
-                             f"{run.config.train.steps}; see {workdir}/train.log, then rerun the sweep to resume it")
-        log(f"{run.name}: finished in {wall:.0f} s")
-        records.append({"run": run.name, "status": "trained", "wall_s": wall})
-    return records
+    wall = time.perf_counter() - start
+    if not is_finished(run, root):
+        raise ValueError(f"{run.name} stopped (exit status {status}) before its final step "
+                         f"{run.config.train.steps}; see {workdir}/train.log, then rerun the sweep to resume it")
+    log(f"{run.name}: finished in {wall:.0f} s")
+    return {"run": run.name, "status": "trained", "wall_s": wall}
 
 
 def write_run_record(run: Run, workdir: str, commit: str | None = None) -> None:
