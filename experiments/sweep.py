@@ -1,8 +1,11 @@
 """Sweeps: a study declared in one experiment file, expanded into locked run configs, tabulated with what each
-run costs, and run locally (experiments.launch) or on TPU pods (experiments.pod).
+run costs, and run locally (experiments.launch), on a Ray cluster (experiments.ray_runner) or on TPU pods
+(experiments.pod).
 
     python -m experiments.sweep --config=experiments/configs/paper_sweep.py --dry-run --topology=v5p-512
     python -m experiments.sweep --config=experiments/configs/cpu_sweep.py --workdir=workdirs      # trains them
+    python -m experiments.sweep --config=... --runner=ray [--address=HEAD:6379] [--cpus-per-run=8] \
+        --workdir=/shared/workdirs                                          # as tasks on a Ray cluster
     python -m experiments.sweep --config=experiments/configs/paper_sweep.py --launch=tpu --topology=v5p-512 \\
         --tpu=NAME --zone=ZONE --workdir=gs://BUCKET [--max_slices=K] [--spot] [--execute] [--watch | --status]
     python -m experiments.sweep --config=... --launch=xpk --topology=v5p-512 --cluster=C --docker-image=IMAGE ...
@@ -29,7 +32,7 @@ import re
 import sys
 from typing import Any
 
-from experiments import spec
+from experiments import ray_runner, spec
 from experiments.runs import Run
 from llama_jax import cli
 
@@ -215,7 +218,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fit-cache", "--fit_cache", default=DEFAULT_FIT_CACHE, help="JSON lines of AOT fit results")
     parser.add_argument("--launch", choices=("local", "tpu", "xpk"), default="local",
                         help="where the runs train: here, on queued resources (gcloud), on GKE (xpk)")
-    parser.add_argument("--workdir", default="workdirs", help="root of the workdirs (<workdir>/<sweep>/<run>)")
+    parser.add_argument("--runner", choices=("local", "ray"), default="local", help="with --launch=local: the "
+                        "runs one after another here, or as tasks on an existing Ray cluster (experiments.ray_runner)")
+    parser.add_argument("--address", default=ray_runner.DEFAULT_ADDRESS, help="with --runner=ray: the cluster's head, host:port (auto: "
+                        "RAY_ADDRESS, else the head `ray start --head` started on this machine)")
+    parser.add_argument("--cpus-per-run", "--cpus_per_run", type=float,
+                        default=ray_runner.Resources.cpus, help="with --runner=ray: CPU cores each run reserves (XLA uses them all on a CPU run)")
+    parser.add_argument("--gpus-per-run", "--gpus_per_run", type=float, default=0.0,
+                        help="with --runner=ray: GPUs each run reserves")
+    parser.add_argument("--tpu-chips-per-run", "--tpu_chips_per_run", type=int, default=0,
+                        help="with --runner=ray: TPU chips each run reserves (Ray's TPU resource)")
+    parser.add_argument("--workdir", default="workdirs", help="root of the workdirs (<workdir>/<sweep>/<run>); "
+                        "with --runner=ray, a path every worker sees (a shared file system)")
     parser.add_argument("--execute", action="store_true", help="with --launch=tpu|xpk: run the commands (else print)")
     parser.add_argument("--status", action="store_true", help="with --launch=tpu|xpk: each run's state, then exit")
     parser.add_argument("--watch", action="store_true", help="with --launch=tpu|xpk: recreate preempted or failed "
@@ -233,7 +247,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cluster", help="with --launch=xpk: the GKE cluster (xpk cluster create)")
     parser.add_argument("--docker-image", "--docker_image", help="with --launch=xpk: the image built from Dockerfile")
     parser.add_argument("--max-restarts", "--max_restarts", type=int, default=3,
-                        help="with --launch=xpk: restarts of a failed workload (each resumes its checkpoint)")
+                        help="with --launch=xpk or --runner=ray: restarts of a failed workload or of a run whose "
+                        "worker died (each resumes its checkpoint)")
     args = cli.parse_args(parser, argv)
     tiers = [name for name in ("spot", "reserved", "best-effort") if getattr(args, name.replace("-", "_"))]
     if len(tiers) > 1:
@@ -263,6 +278,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for flag in ("slices", "max_slices"):
         if getattr(args, flag) < 1:
             raise cli.UsageError(f"--{flag}={getattr(args, flag)} must be at least 1")
+    if args.runner == "ray" and remote:
+        raise cli.UsageError(f"--runner=ray is for --launch=local; --launch={args.launch} runs on its own machines")
+    if not args.cpus_per_run > 0:
+        raise cli.UsageError(f"--cpus_per_run={args.cpus_per_run:g} must be positive (a run needs a core)")
+    for flag in ("gpus_per_run", "tpu_chips_per_run"):
+        if getattr(args, flag) < 0:
+            raise cli.UsageError(f"--{flag}={getattr(args, flag):g} must be at least 0")
     if args.max_restarts < 0:
         raise cli.UsageError(f"--max_restarts={args.max_restarts} must be at least 0")
     if not args.poll_s > 0:
@@ -310,6 +332,10 @@ def main() -> None:
               f"fit by AOT compilation (cache {args.fit_cache})")
     print(format_table(rows))
     if args.dry_run:
+        return
+    if args.launch == "local" and args.runner == "ray":
+        resources = ray_runner.Resources(args.cpus_per_run, args.gpus_per_run, args.tpu_chips_per_run)
+        ray_runner.run_ray(runs, args.workdir, args.address, resources, max_retries=args.max_restarts)
         return
     if args.launch == "local":
         from experiments import launch
