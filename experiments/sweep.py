@@ -220,10 +220,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="where the runs train: here, on queued resources (gcloud), on GKE (xpk)")
     parser.add_argument("--runner", choices=("local", "ray"), default="local", help="with --launch=local: the "
                         "runs one after another here, or as tasks on an existing Ray cluster (experiments.ray_runner)")
-    parser.add_argument("--address", default=ray_runner.DEFAULT_ADDRESS, help="with --runner=ray: the cluster's head, host:port (auto: "
-                        "RAY_ADDRESS, else the head `ray start --head` started on this machine)")
-    parser.add_argument("--cpus-per-run", "--cpus_per_run", type=float,
-                        default=ray_runner.Resources.cpus, help="with --runner=ray: CPU cores each run reserves (XLA uses them all on a CPU run)")
+    parser.add_argument("--address", default=ray_runner.DEFAULT_ADDRESS, help="with --runner=ray: the cluster's "
+                        "head, host:port (auto: RAY_ADDRESS, else the head `ray start --head` started on this machine)")
+    parser.add_argument("--cpus-per-run", "--cpus_per_run", type=float, default=ray_runner.Resources.cpus,
+                        help="with --runner=ray: CPU cores each run reserves (XLA uses them all on a CPU run)")
     parser.add_argument("--gpus-per-run", "--gpus_per_run", type=float, default=0.0,
                         help="with --runner=ray: GPUs each run reserves")
     parser.add_argument("--tpu-chips-per-run", "--tpu_chips_per_run", type=int, default=0,
