@@ -47,7 +47,7 @@ def head():
     yield address
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
     try:
