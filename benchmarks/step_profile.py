@@ -24,7 +24,6 @@ import collections
 import datetime
 import glob
 import json
-import os
 import re
 import sys
 import tempfile
@@ -202,7 +201,7 @@ def main(argv) -> None:
     result["threads"], result["cpu"] = len(cores), cpu_model()
     result["config"] = {"model": dict(config.model), "batch": config.train.global_batch_size,
                         "seq_len": config.train.seq_len, "vocab": config.model.vocab_size}
-    result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     result["command"] = "python -m benchmarks.step_profile " + " ".join(sys.argv[1:])
     print(format_report(result, FLAGS.top))
     line = json.dumps({k: v for k, v in result.items() if k != "trace_dir"}, default=str)
