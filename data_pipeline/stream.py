@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import ml_collections
 import numpy as np
 
-from data_pipeline import sources
+from data_pipeline import sources, stream_cache
 from data_pipeline import spm_tokenizer as tok
 from data_pipeline import tfdata_graph as pipeline
 from llama_jax import corpus_spec
@@ -166,12 +166,21 @@ class EvalStream:
     (a run evaluates many times; reading and tokenizing the validation split again each time was most of an
     evaluation's cost at the CPU studies' sizes)."""
 
-    def __init__(self, dataset, batches: int, bos: int, eos: int):
+    def __init__(self, dataset, batches: int, bos: int, eos: int, *, rows: np.ndarray | None = None,
+                 on_first_pass: Callable[[np.ndarray], None] | None = None):
+        """`dataset` yields [batch, row_len] token rows; or `rows` ([batches, batch, row_len]) are the batches'
+        rows already read (by an earlier run: stream_cache) and `dataset` is None. `on_first_pass` receives the
+        rows of the first complete pass."""
         self._dataset, self.batches, self.bos, self.eos = dataset, batches, bos, eos
+        self._on_first_pass = on_first_pass
         self._position = 0
         self._iterator = None
         self._kept: list[dict[str, np.ndarray]] | None = None  # the batches, once one pass has read them all
         self._open: weakref.WeakSet = weakref.WeakSet()  # generators whose tf.data iterators may be running
+        if rows is not None:
+            if len(rows) != batches:
+                raise ValueError(f"{len(rows)} stored held-out batches, but {batches} asked for")
+            self._kept = [_read_only(packed_batch(np.asarray(r, np.int32), bos, eos)) for r in rows]
         _LIVE.add(self)
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
@@ -179,15 +188,15 @@ class EvalStream:
             return iter(self._kept)
 
         def generate():
-            read = []
+            read, rows = [], []
             for element in self._dataset.take(self.batches):
-                read.append(packed_batch(element.numpy().astype(np.int32), self.bos, self.eos))
+                rows.append(element.numpy().astype(np.int32))
+                read.append(packed_batch(rows[-1], self.bos, self.eos))
                 yield read[-1]
             if len(read) == self.batches:
-                for batch in read:  # shared by every later pass: nobody may write into them
-                    for array in batch.values():
-                        array.setflags(write=False)
-                self._kept = read
+                self._kept = [_read_only(batch) for batch in read]  # shared by every later pass
+                if self._on_first_pass is not None:
+                    self._on_first_pass(np.stack(rows))
 
         batches = generate()
         self._open.add(batches)
@@ -223,6 +232,13 @@ class EvalStream:
     def report(self) -> dict:
         """The number of held-out batches and the position in their cycle."""
         return {"batches": self.batches, "position": self._position}
+
+
+def _read_only(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`batch` with its arrays made read-only: kept batches are shared by every pass, nobody may write into them."""
+    for array in batch.values():
+        array.setflags(write=False)
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -304,7 +320,10 @@ def train_stream(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     seed = int(config.seed)
     per_source = []
     for i, (name, spec) in enumerate(specs.items()):
-        pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, False, subsample[name]), host)
+        entry = _cache_key(config, spec, "train", host, sp, seed=seed, subsample=subsample[name])
+        if not stream_cache.checked(entry):
+            pipeline.check_not_empty(spec, "train", rows(spec, "train", i, 0, seed, False, subsample[name]), host)
+            stream_cache.mark_checked(entry)
         per_source.append(rows(spec, "train", i, config.data.shuffle_buffer, seed + 7919 * (i + 1), True,
                                subsample[name]))
     # Each host draws its own sequence of sources: the global batch mixes independent draws.
@@ -326,10 +345,27 @@ def eval_streams(config: ml_collections.ConfigDict, *, process_index: int = 0, p
     host, weights, _, specs, sp, threads, local_batch, _ = _setup(config, process_index, process_count)
     rows = _rows_fn(config, host, sp, threads)
     streams = {}
+    batches = config.train.eval_batches
     for i, (name, spec) in enumerate(specs.items()):
+        entry = _cache_key(config, spec, "validation", host, sp, local_batch=local_batch, batches=batches)
+        stored = stream_cache.load_rows(entry)
+        if stored is not None:  # an earlier run of the sweep read these batches
+            streams[name] = EvalStream(None, batches, sp.bos_id(), sp.eos_id(), rows=stored)
+            continue
         pipeline.check_not_empty(spec, "validation", rows(spec, "validation", i, 0, 0, repeat=False), host)
         # Repeated so that a small validation split still fills eval_batches batches.
         dataset = rows(spec, "validation", i, 0, 0, repeat=True).map(lambda r: r["tokens"])
         dataset = dataset.batch(local_batch, drop_remainder=True).with_options(pipeline.options(threads))
-        streams[name] = EvalStream(dataset, config.train.eval_batches, sp.bos_id(), sp.eos_id())
+        streams[name] = EvalStream(dataset, batches, sp.bos_id(), sp.eos_id(),
+                                   on_first_pass=lambda rows, entry=entry: stream_cache.store_rows(entry, rows))
     return streams
+
+
+def _cache_key(config, spec: sources.SourceSpec, split: str, host: pipeline.Host, sp, **decides) -> str | None:
+    """The stream_cache key of one source's `split` on this host (None: the cache is off, or the source is a
+    TFDS dataset, whose files this code does not list)."""
+    if stream_cache.directory() is None or spec.kind == "tfds":
+        return None
+    return stream_cache.key(spec, split, pipeline.list_files(spec, split), host=[host.index, host.count],
+                            row_len=config.train.seq_len + 1, tokenizer=tok.fingerprint(sp),
+                            max_doc_chars=config.data.get("max_doc_chars", 1 << 20), **decides)

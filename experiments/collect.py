@@ -105,6 +105,11 @@ def collect(sweep_dir: str) -> list[dict[str, Any]]:
     return [row for workdir in workdirs for row in run_rows(workdir)]
 
 
+def _has_runs(sweep_dir: str) -> bool:
+    root = epath.Path(sweep_dir)
+    return root.is_dir() and any((path / "metrics.jsonl").exists() for path in root.iterdir())
+
+
 def merged(rows: list[dict[str, Any]], previous: str) -> list[dict[str, Any]]:
     """`rows` after the rows of the CSV text `previous` whose runs `rows` lacks: a study's committed table keeps
     the runs whose workdirs are gone (a fresh clone, another machine), and each run that was collected again
@@ -137,8 +142,11 @@ def main() -> None:
     args = cli.parse_args(parser, sys.argv[1:])
     if args.merge and args.out is None:
         raise ValueError("--merge updates --out; give --out=CSV")
-    rows = collect(args.sweep)
     out = epath.Path(args.out) if args.out else None
+    if args.merge and out.exists() and not _has_runs(args.sweep):  # e.g. every run skipped (sweep --skip-collected)
+        print(f"{args.sweep} holds no run yet: {args.out} unchanged")
+        return
+    rows = collect(args.sweep)
     if args.merge and out.exists():
         rows = merged(rows, out.read_text())
     text = to_csv(rows)

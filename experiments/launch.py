@@ -6,6 +6,10 @@ killed one resumes from its latest checkpoint, and a cooldown branch (Hägele et
 stable-phase run's checkpoint at its cooldown start (`--branch_from`, `--branch_step`). Killing the sweep stops
 the running training process the way a TPU preemption does (SIGTERM: it saves a checkpoint and exits), so
 running the same sweep command again finishes with the results an uninterrupted sweep gives.
+
+A local sweep's runs share two caches under ROOT/.cache (shared_caches): JAX's persistent compilation cache and
+the held-out batches and source checks of data_pipeline.stream_cache, so that a run does not compile, read or
+check again what an earlier run of the sweep did.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from etils import epath
 from experiments.runs import Run
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child receives when its parent dies
+STREAM_CACHE_ENV = "LLAMA_JAX_STREAM_CACHE"  # data_pipeline.stream_cache.CACHE_ENV (a test holds them equal)
 
 
 def latest_step(workdir: str) -> int | None:
@@ -62,12 +67,28 @@ def _die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start(command: list[str], out) -> subprocess.Popen:
-    """Popen `command` with its output to `out`, tied to this process's life (_die_with_parent)."""
+def shared_caches(root: str) -> dict[str, str]:
+    """The environment in which a sweep's runs under `root` share what each would otherwise compute again, under
+    ROOT/.cache: JAX's persistent compilation cache (a program another run compiled, e.g. the held-out loss of
+    the same size, or the train step of a resumed run, is loaded, not compiled; every compile is kept, however
+    short, as the CPU studies' compiles take seconds) and the held-out batches and source checks
+    (data_pipeline.stream_cache). A value already in the environment is kept."""
+    cache = os.path.join(os.path.abspath(root), ".cache")
+    wanted = {"JAX_COMPILATION_CACHE_DIR": os.path.join(cache, "jax"),
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+              STREAM_CACHE_ENV: os.path.join(cache, "stream")}
+    return {name: os.environ.get(name, value) for name, value in wanted.items()}
+
+
+def _start(command: list[str], out, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Popen `command` with its output to `out` and `env` added to this process's environment, tied to this
+    process's life (_die_with_parent)."""
     with warnings.catch_warnings():
         # JAX warns that fork() in a multithreaded process may deadlock; the child runs only prctl, then exec.
         warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                env={**os.environ, **(env or {})})
 
 
 def run_local(runs: list[Run], root: str, log: Callable[[str], None] = print) -> list[dict]:
@@ -93,7 +114,7 @@ def train_run(run: Run, root: str, log: Callable[[str], None] = print, forward_s
         # One training process per workdir: a rerun waits here until an interrupted run's training process
         # (which holds this file open as its output, and so the lock) has saved its checkpoint and exited.
         fcntl.flock(out, fcntl.LOCK_EX)
-        child = _start(command, out)
+        child = _start(command, out, shared_caches(root))
         previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM)) if forward_sigterm else None
         try:
             status = child.wait()

@@ -89,6 +89,29 @@ def expand(config_file: str, only: str | None = None) -> list[Run]:
     return dependencies_first(runs)
 
 
+def collected_runs(csv_path: str, sweep_name: str) -> set[str]:
+    """Names of the sweep's runs that the collected table `csv_path` (experiments.collect) holds as finished."""
+    import csv
+
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"--skip-collected={csv_path}: no such results table (experiments.collect --out)")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"sweep", "run", "finished"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"--skip-collected={csv_path} is not a collected table: it lacks the columns "
+                             f"{sorted(missing)}")
+        return {row["run"] for row in reader if row["sweep"] == sweep_name and row["finished"] == "True"}
+
+
+def without_collected(runs: list[Run], collected: set[str]) -> list[Run]:
+    """`runs` less those in `collected`, except a run that a remaining run branches from (its cooldown needs the
+    stable phase's checkpoint, which a table does not hold)."""
+    remaining = [run for run in runs if run.name not in collected]
+    needed = {run.branch[0] for run in remaining if run.branch}
+    return [run for run in runs if run.name not in collected or run.name in needed]
+
+
 def dependencies_first(runs: list[Run]) -> list[Run]:
     """`runs` in the sweep's order, except that a run the next one branches from comes before it."""
     by_name = {run.name: run for run in runs}
@@ -230,6 +253,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="with --runner=ray: TPU chips each run reserves (Ray's TPU resource)")
     parser.add_argument("--workdir", default="workdirs", help="root of the workdirs (<workdir>/<sweep>/<run>); "
                         "with --runner=ray, a path every worker sees (a shared file system)")
+    parser.add_argument("--skip-collected", "--skip_collected", metavar="CSV",
+                        help="do not train the runs this collected table (experiments.collect) holds as finished: "
+                        "a study continued in a fresh clone, whose earlier workdirs are gone")
     parser.add_argument("--execute", action="store_true", help="with --launch=tpu|xpk: run the commands (else print)")
     parser.add_argument("--status", action="store_true", help="with --launch=tpu|xpk: each run's state, then exit")
     parser.add_argument("--watch", action="store_true", help="with --launch=tpu|xpk: recreate preempted or failed "
@@ -324,6 +350,14 @@ def main() -> None:
         return
     rows = table(args.config, args.only, args.topology, args.mfu, args.fit_cache, args.slices,
                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.skip_collected:
+        kept = without_collected(runs, collected_runs(args.skip_collected, spec_stem(args.config)))
+        names = {run.name for run in kept}
+        print(f"{len(runs) - len(kept)} of {len(runs)} runs already in {args.skip_collected}: not trained again")
+        runs, rows = kept, [row for row in rows if row["run"] in names]
+        if not runs:
+            print("nothing to train")
+            return
     if args.topology:
         from llama_jax.perf import aot
 

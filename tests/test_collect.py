@@ -92,3 +92,23 @@ def test_merge_keeps_the_committed_runs_whose_workdirs_are_gone_and_replaces_the
     assert sorted(after) == ["again", "fresh", "gone"]
     assert after["gone"] == before["gone"]
     assert float(after["again"]["eval/mixture/loss"]) == pytest.approx(float(before["again"]["eval/mixture/loss"]) + 1)
+
+
+def test_merging_a_sweep_that_trained_nothing_leaves_the_table_as_it_was(tmp_path):
+    """A study continued with every run already collected (`make scaling CONTINUE=1`) merges nothing and loses
+    nothing; without --merge an empty sweep is still an error."""
+    import subprocess
+    import sys
+
+    write_run(tmp_path / "old" / "study", "kept", LOSSES)
+    out = tmp_path / "study.csv"
+    out.write_text(collect.to_csv(collect.collect(str(tmp_path / "old" / "study"))))
+    before = out.read_text()
+    for empty in (tmp_path / "missing" / "study", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        merged = subprocess.run([sys.executable, "-m", "experiments.collect", f"--sweep={empty}", f"--out={out}",
+                                 "--merge"], capture_output=True, text=True)
+        assert merged.returncode == 0 and "unchanged" in merged.stdout and out.read_text() == before
+    refused = subprocess.run([sys.executable, "-m", "experiments.collect", f"--sweep={tmp_path / 'empty'}"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "holds no run" in refused.stderr

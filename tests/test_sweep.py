@@ -131,6 +131,37 @@ def test_only_keeps_the_runs_a_match_branches_from():
     assert [run.name for run in runs] == ["debug_3.84k_stable", "debug_2.56k"]
 
 
+def _collected_table(path, rows) -> str:
+    header = "sweep,run,step,loss,finished\n"
+    path.write_text(header + "".join(f"{sweep_name},{run},10,3.0,{finished}\n" for sweep_name, run, finished in rows))
+    return str(path)
+
+
+def test_a_study_continued_in_a_fresh_clone_trains_only_what_its_table_lacks(tmp_path):
+    table = _collected_table(tmp_path / "results.csv", [
+        ("debug_sweep", "debug_3.84k_stable", True), ("debug_sweep", "debug_2.56k", True),
+        ("debug_sweep", "debug_5.12k", False),  # a run collected before it finished is trained again
+        ("other_sweep", "debug_5.12k", True)])   # another sweep's run of the same name is not this one
+    assert sweep.collected_runs(table, "debug_sweep") == {"debug_3.84k_stable", "debug_2.56k"}
+    runs = sweep.expand(DEBUG_SWEEP)
+    # debug_5.12k branches from the stable phase, whose checkpoint a table does not hold: it trains again
+    assert [r.name for r in sweep.without_collected(runs, {"debug_3.84k_stable", "debug_2.56k"})] == [
+        "debug_3.84k_stable", "debug_5.12k"]
+    assert [r.name for r in sweep.without_collected(runs, {"debug_3.84k_stable", "debug_2.56k", "debug_5.12k"})] == []
+    assert [r.name for r in sweep.without_collected(runs, {"debug_2.56k"})] == ["debug_3.84k_stable", "debug_5.12k"]
+    out = subprocess.run([*_sweep_command(str(tmp_path)), "--dry-run", f"--skip-collected={table}"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert "1 of 3 runs already in" in out and "debug_2.56k " not in out and "debug_5.12k" in out
+
+
+def test_a_missing_or_foreign_table_to_skip_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such results table"):
+        sweep.collected_runs(str(tmp_path / "nope.csv"), "debug_sweep")
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="lacks the columns"):
+        sweep.collected_runs(str(tmp_path / "other.csv"), "debug_sweep")
+
+
 # ------------------------------------------------------------------------------------------- the schedule
 def test_wsd_schedule_is_warmup_then_peak_then_one_minus_sqrt_to_the_end_value():
     c = sweep.load(DEBUG_SWEEP).get_config("size=debug,tokens=5120").unlock()  # 40 steps, cooldown 10
