@@ -179,12 +179,14 @@ def train(config, workdir: str, devices: list | None = None, branch: tuple[str, 
                 writer.write(done, {**metrics, "tokens_seen": done * tokens_per_step, **throughput.summary(),
                                     **mixture_metrics(stream.report())})
                 throughput.reset()
-            if done == config.train.steps or manager.should_save(done):  # get_state() only when it is saved
-                with phases("checkpoint"):
-                    checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
+            # Evaluate before saving: a run whose final checkpoint exists has its final evaluation, and an
+            # evaluation does not share the cores with the background write of a checkpoint.
             if evals.due(done):
                 with phases("eval"):
                     writer.write(done, {"tokens_seen": done * tokens_per_step, **evals(state.params)})
+            if done == config.train.steps or manager.should_save(done):  # get_state() only when it is saved
+                with phases("checkpoint"):
+                    checkpoint.save(manager, done, state, config, stream.get_state(), force=True)
     progress.close()
     with phases("checkpoint"):
         manager.wait_until_finished()
