@@ -706,6 +706,39 @@ def check_forecast(forecast: dict, runs: Runs, tolerance: float = 0.01) -> dict 
             "best_inside": bool(interval and interval[0] <= best["N"] <= interval[1]), "tolerance": tolerance}
 
 
+def heldout_refit(forecast: dict, runs: Runs, check: dict, bootstrap: int = 200) -> dict:
+    """Post hoc, never a forecast: approach 3 (variable projection) refitted on the forecast's fit runs together
+    with the held-out runs `check` found, beside the forecast's own fit, so that a miss can be traced to the
+    parameter the held-out runs move (e.g. an irreducible loss E the fit budgets could not pin down), with the
+    N_opt the refit gives at the forecast's budget."""
+    names = list(forecast["inputs"]["runs"]) + [name for entry in check["runs"] for name in entry["runs"]]
+    both = runs.only(names)
+    fit = varpro_fit(both.n, both.d, both.loss, both.groups, bootstrap=bootstrap)
+    law = fit["law"]
+    before = forecast["fit"]
+    return {"post_hoc": True, "runs": len(names), "bootstrap": bootstrap,
+            "refit": {**{k: getattr(law, k) for k in NAMES}, "a": law.a},
+            "refit_intervals": {k: list(v) for k, v in fit.get("intervals", {}).items()},
+            "forecast_fit": {k: before[k] for k in (*NAMES, "a")},
+            "forecast_intervals": before.get("intervals", {}),
+            "refit_N_opt": float(law.compute_optimal(forecast["budget"])[0])}
+
+
+def format_refit(refit: dict) -> str:
+    """heldout_refit as text: each parameter, the forecast's fit against the refit with the held-out runs."""
+    def value(name, fit, intervals):
+        low, high = intervals.get(name, (math.nan, math.nan))
+        return f"{fit[name]:.4g} [{low:.4g}, {high:.4g}]"
+
+    lines = [f"post hoc (not a forecast): approach 3 refitted on the {refit['runs']} fit and held-out runs "
+             f"({refit['bootstrap']} resamples), against the forecast's fit"]
+    for name in (*NAMES, "a"):
+        lines.append(f"  {name:5s} forecast {value(name, refit['forecast_fit'], refit['forecast_intervals'])}"
+                     f"  ->  with the held-out runs {value(name, refit['refit'], refit['refit_intervals'])}")
+    lines.append(f"  N_opt at the forecast's budget with the held-out runs: {refit['refit_N_opt']:.4g}")
+    return "\n".join(lines)
+
+
 def format_check(check: dict) -> str:
     """check_forecast as text, one line per held-out run."""
     lines = [f"forecast at C={check['budget']:.3g} FLOPs: predicted against observed final loss"]
@@ -842,6 +875,8 @@ def main() -> None:
     ck = table_parser("check-forecast", "the forecast's predictions against the held-out runs' losses",
                       loss="eval/mixture/loss", params="non_embedding_params")
     ck.add_argument("--forecast", default=FORECAST, help="the forecast written before the held-out runs trained")
+    ck.add_argument("--refit-bootstrap", "--refit_bootstrap", type=int, default=200,
+                    help="also refit approach 3 with the held-out runs (post hoc) on this many resamples; 0: no refit")
     args = cli.parse_args(parser, sys.argv[1:])
     if getattr(args, "bootstrap", 0) < 0:
         raise cli.UsageError(f"--bootstrap={args.bootstrap} must be >= 0")
@@ -902,6 +937,9 @@ def main() -> None:
             raise ValueError(f"no finished run at the forecast budget C={forecast['budget']:.3g} and its sizes "
                              f"{[e['N'] for e in forecast['runs']]} in {args.csv}; train the held-out runs first")
         text = format_check(payload)
+        if args.refit_bootstrap:
+            payload["refit"] = heldout_refit(forecast, runs, payload, bootstrap=args.refit_bootstrap)
+            text += "\n" + format_refit(payload["refit"])
     if out is None:
         print(json.dumps(payload, default=_jsonable))
         return

@@ -476,6 +476,15 @@ def test_a_forecast_is_written_once_and_checked_against_the_held_out_runs(tmp_pa
     stale = scaling.Runs(every.names, every.n, every.d, every.loss + 0.01)
     with pytest.raises(ValueError, match="the forecast is stale"):
         scaling.check_forecast(forecast, stale)
+    # Held-out runs whose loss falls further than the law says (an irreducible loss 0.15 nats lower there): they
+    # miss low, and the post-hoc refit with them lowers E, the parameter they move.
+    lower = scaling.Runs(every.names, every.n, every.d, np.concatenate([loss, np.asarray(truth) - 0.15]))
+    missed = scaling.check_forecast(forecast, lower)
+    assert all(entry["error"] < -0.03 for entry in missed["runs"])
+    refit = scaling.heldout_refit(forecast, lower, missed, bootstrap=20)
+    assert refit["post_hoc"] and refit["runs"] == len(names) + len(held)
+    assert refit["refit"]["E"] < refit["forecast_fit"]["E"] - 0.05
+    assert "post hoc (not a forecast)" in scaling.format_refit(refit)
 
 
 @pytest.mark.parametrize("command,content,message", [
@@ -530,6 +539,7 @@ def test_the_commands_run_the_protocol_isoflop_forecast_check(tmp_path, monkeypa
     sizes = np.array([55_536, 100_672])
     _write_runs(all_csv, np.concatenate([n, sizes]), np.concatenate([d, 1e13 / (6 * sizes)]),
                 np.concatenate([loss, STUDY_LAW.loss(sizes, 1e13 / (6 * sizes))]), names + ["h1", "h2"])
-    check = command("check-forecast", f"--csv={all_csv}", f"--forecast={out}")
+    check = command("check-forecast", f"--csv={all_csv}", f"--forecast={out}", "--refit-bootstrap=10")
+    assert "post hoc (not a forecast)" in check
     assert [line.split(":")[0] for line in check.splitlines() if line.startswith("  N=")] == [
         f"  N={s:.4g} D={1e13 / (6 * s):.4g}" for s in sizes] and "best observed size" in check
