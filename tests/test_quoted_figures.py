@@ -119,3 +119,25 @@ def test_the_readmes_curation_ablation_is_the_committed_results():
         curated = results["curated"][source]
         label = f"{source} (raw)" if source == "commoncrawl" else source
         assert f"| {label} | {raw:.3f} | {curated:.3f} | {curated - raw:+.3f} |" in readme, source
+
+
+def test_the_curation_engine_tables_are_the_committed_bench_runs():
+    """README's "Engine cost" table and docs/benchmarks.md's Curation table quote the committed
+    `python -m data_pipeline.curate --bench` lines (benchmarks/results/curation_engine_2026-12-03.jsonl), rounded."""
+    with open(os.path.join(ROOT, "benchmarks", "results", "curation_engine_2026-12-03.jsonl")) as f:
+        runs = [json.loads(line) for line in f]
+    expected = {(f"{r['megabytes']:.1f}", r["direct_running_mode"]): r for r in runs}
+    assert len(expected) == 4 and all(r["kept_plain"] == r["kept_beam"] for r in runs)
+    for path, pattern in (
+            ("README.md", r"^\| ([\d.]+) MB, \d+ pages \| (in memory|multi_processing), \d workers? \| ([\d.]+)(?: MB/s "
+                          r"per core)? \| ([\d.]+)(?: MB/s per core)? \| ([\d.]+) \|$"),
+            ("docs/benchmarks.md", r"^\| ([\d.]+) MB, \d+ pages \| DirectRunner (in memory|multi_processing), \d "
+                                   r"workers? \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| \d+ \|$")):
+        with open(os.path.join(ROOT, path)) as f:
+            rows = re.findall(pattern, f.read(), re.MULTILINE)
+        assert len(rows) == 4, path
+        for mb, mode, plain, beam, ratio in rows:
+            run = expected[(mb, mode.replace(" ", "_"))]
+            assert (float(plain), float(beam), float(ratio)) == (round(run["plain_mb_per_cpu_s"], 2),
+                                                                 round(run["beam_mb_per_cpu_s"], 2),
+                                                                 round(run["beam_over_plain"], 2)), (path, mb, mode)
