@@ -330,6 +330,19 @@ def check_settings(parts: list[str], peers: list[str], rounds: int, steps: int, 
                              "first warm-up step compiles)")
 
 
+def non_embedding_params(model) -> int:
+    """Parameters outside the two [vocab, dim] tables (the count the scaling study's N uses)."""
+    from llama_jax.model.llama import count_params
+
+    return count_params(model) - 2 * model.vocab_size * model.dim
+
+
+def shape_name(shape: dict) -> str:
+    """`d32l2 (27,136 non-embedding parameters, vocabulary 2048)`: the study's naming of a model's shape."""
+    return (f"d{shape['dim']}l{shape['n_layers']} ({shape['non_embedding_params']:,} non-embedding parameters, "
+            f"vocabulary {shape['vocab_size']})")
+
+
 def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, warmup: int, threads: int,
         decode_batch: int, prompt_len: int, new_tokens: int, variants: tuple[str, ...] = ()) -> dict:
     """Benchmark `parts` of our model against each torch `peers` mode; returns the whole record (printing as it goes)."""
@@ -352,7 +365,9 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "threads": threads,
-        "preset": str(config.get("model_preset", "custom")),
+        "preset": str(config.get("model_preset", "custom")),  # what the config started from; `shape` is what ran
+        "shape": {"dim": ours.model.dim, "n_layers": ours.model.n_layers, "n_heads": ours.model.n_heads,
+                  "vocab_size": ours.model.vocab_size, "non_embedding_params": non_embedding_params(ours.model)},
         "batch": [config.train.global_batch_size, config.train.seq_len],
         "model": {"dtype": ours.model.dtype, "document_mask": bool(config.train.document_mask),
                   "scan_layers": ours.model.scan_layers, "scan_unroll": resolved.scan_unroll,
@@ -366,7 +381,7 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
     flops_per_token = {"train": train_flops, "eval": train_flops / 3}  # a forward is a third of forward and backward
     settings = ", ".join(f"{k}={v}" for k, v in record["model"].items())
     print(f"{record['machine']}; jax {jax.__version__}, torch {torch.__version__}, transformers "
-          f"{transformers.__version__}; {record['preset']} batch {record['batch'][0]} x {record['batch'][1]}, "
+          f"{transformers.__version__}; {shape_name(record['shape'])} batch {record['batch'][0]} x {record['batch'][1]}, "
           f"{settings}; our step compiled in {ours.compile_s:.1f} s", flush=True)
     print(f"float32 matmul peak ({PEAK_SIZE}^3, best of 5, this process): " + ", ".join(
         f"{k.split('_')[0]} {v:.1f} GFLOP/s" for k, v in record["matmul_peak"].items()), flush=True)
@@ -421,6 +436,7 @@ def main(argv):
     record = run(config, parts=split(FLAGS.parts), peers=split(FLAGS.peers), rounds=FLAGS.rounds, steps=FLAGS.steps,
                  warmup=FLAGS.warmup, threads=FLAGS.threads, decode_batch=FLAGS.decode_batch,
                  prompt_len=FLAGS.prompt_len, new_tokens=FLAGS.new_tokens, variants=tuple(FLAGS.variant))
+    record = {"config": config_flags.get_config_filename(FLAGS["config"]), **record}
     print(json.dumps(record))
     if FLAGS.out:
         with open(FLAGS.out, "a") as f:

@@ -10,7 +10,10 @@ import sys
 import pytest
 from helpers import ROOT
 
+from experiments.configs import debug
 from llama_jax import cli
+from llama_jax.model.llama import count_params
+from llama_jax.train.step import model_config
 
 PEER = runpy.run_path(os.path.join(ROOT, "benchmarks", "torch_peer.py"), run_name="torch_peer")
 
@@ -29,6 +32,12 @@ def test_the_command_prints_rounds_ratios_and_one_json_line(smoke):
     record = json.loads(smoke[-1])
     assert [p["part"] for p in record["parts"]] == ["train", "eval"]
     assert record["threads"] == 1 and record["batch"] == [8, 16] and record["model"]["dtype"] == "float32"
+    # the record names what ran: the config argument and the model's shape, not only the preset it started from
+    assert record["config"].endswith("experiments/configs/debug.py")
+    model = model_config(debug.get_config())
+    shape = record["shape"]
+    assert (shape["dim"], shape["n_layers"], shape["vocab_size"]) == (model.dim, model.n_layers, model.vocab_size)
+    assert shape["non_embedding_params"] == count_params(model) - 2 * model.vocab_size * model.dim > 0
     for part in record["parts"]:
         assert set(part["tokens_per_s"]) == {"ours", "torch_eager"}
         ratio = part["ratio"]["torch_eager"]
