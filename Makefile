@@ -41,7 +41,7 @@ lock:
 # one process; TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 test-slow: corpus study-tokenizer  # the slow tier's corpus and study tokenizer: built (or verified) first, never skipped
 	$(PY) -m pytest -q -m slow tests

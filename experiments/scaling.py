@@ -432,6 +432,10 @@ def format_isoflop(result: dict) -> str:
             lines.append(f"  {name} ({label}) {result[name]:.4g}{ci}")
     if "a" not in result:
         lines.append("  fewer than 2 budgets have a minimum within their sizes: no N_opt(C) power law")
+    if "noise" in result:
+        lines.append(f"  intervals: {result['bootstrap']} draws with seed noise {result['noise']:.4g} nats"
+                     if result["noise"] is not None else
+                     f"  intervals: {result['bootstrap']} draws with each parabola's residual sd (no seeds repeated)")
     return "\n".join([f"approach 2 (IsoFLOP profiles), {len(result['profiles'])} budgets:", *lines])
 
 
@@ -860,7 +864,8 @@ def main() -> None:
     iso = table_parser("isoflop", "approach 2: IsoFLOP profiles, N_opt(C) and D_opt(C) (columns params, tokens, "
                        "loss, optionally flops)")
     iso.add_argument("--bootstrap", type=int, default=200, help="draws for the intervals (0: none)")
-    iso.add_argument("--noise", type=float, help="seed noise in nats for the intervals (default: residuals)")
+    iso.add_argument("--noise", type=float, help="seed noise in nats for the intervals (default: measured from "
+                     "the runs' seeds, else each parabola's residuals)")
     iso.add_argument("--window", type=int, default=5, help="sizes around each budget's minimum the parabola uses")
     iso.add_argument("--sweep-file", "--sweep_file", help="use only the runs the sweep file's fit_runs() names")
     fc = table_parser("forecast", "fit the runs and write the prediction for a larger budget (before it trains)",
@@ -902,8 +907,10 @@ def main() -> None:
             flops = np.array([_num(row, "flops", i) for i, row in enumerate(rows)])
         elif "run" in rows[0]:
             flops = 6 * runs.n * runs.d  # a grid's runs: their nominal budget, 6ND to two digits
-        payload = isoflop(runs.n, runs.d, runs.loss, flops=flops, window=args.window, noise=args.noise,
+        noise = args.noise if args.noise is not None else seed_noise(runs)
+        payload = isoflop(runs.n, runs.d, runs.loss, flops=flops, window=args.window, noise=noise,
                           bootstrap=args.bootstrap)
+        payload["noise"] = noise  # None: each parabola's residual sd
         if not payload["profiles"]:
             raise ValueError("no budget of the CSV has runs at 3 or more sizes: an IsoFLOP profile needs at least "
                              "3 sizes at one budget")

@@ -533,6 +533,12 @@ def test_the_commands_run_the_protocol_isoflop_forecast_check(tmp_path, monkeypa
     iso = json.loads(command("isoflop", f"--csv={fit_csv}", "--loss=eval/mixture/loss",
                              "--params=non_embedding_params", "--noise=0.01", "--json"))
     assert [p["status"] for p in iso["profiles"]] == ["ok"] * 4 and iso["intervals"]["a"][0] < iso["a"]
+    # without --noise the intervals use the seed noise measured from the runs (as forecast does), and say so
+    runs, _ = scaling.final_runs(scaling.read_csv(str(fit_csv)), loss="eval/mixture/loss",
+                                 params="non_embedding_params")
+    default = command("isoflop", f"--csv={fit_csv}", "--loss=eval/mixture/loss", "--params=non_embedding_params")
+    assert iso["noise"] == 0.01 and scaling.seed_noise(runs) > 0
+    assert f"with seed noise {scaling.seed_noise(runs):.4g} nats" in default
     text = command("forecast", f"--csv={fit_csv}", "--budget=1e13", "--sizes=55536,100672", f"--out={out}",
                    "--bootstrap=50")
     assert "written to" in text and json.loads(out.read_text())["inputs"]["runs"] == names
