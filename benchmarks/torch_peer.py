@@ -330,15 +330,8 @@ def check_settings(parts: list[str], peers: list[str], rounds: int, steps: int, 
                              "first warm-up step compiles)")
 
 
-def non_embedding_params(model) -> int:
-    """Parameters outside the two [vocab, dim] tables (the count the scaling study's N uses)."""
-    from llama_jax.model.llama import count_params
-
-    return count_params(model) - 2 * model.vocab_size * model.dim
-
-
 def shape_name(shape: dict) -> str:
-    """`d32l2 (27,136 non-embedding parameters, vocabulary 2048)`: the study's naming of a model's shape."""
+    """`d32l2 (26,784 non-embedding parameters, vocabulary 2048)`: the study's naming of a model's shape."""
     return (f"d{shape['dim']}l{shape['n_layers']} ({shape['non_embedding_params']:,} non-embedding parameters, "
             f"vocabulary {shape['vocab_size']})")
 
@@ -354,6 +347,7 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
     import transformers
 
     from llama_jax.perf.flops import train_flops_per_token
+    from llama_jax.perf.info import describe
 
     ours = Ours(config)
     others = {f"ours[{spec}]": Ours(variant_config(config, spec)) for spec in variants}
@@ -367,7 +361,8 @@ def run(config, *, parts: list[str], peers: list[str], rounds: int, steps: int, 
         "threads": threads,
         "preset": str(config.get("model_preset", "custom")),  # what the config started from; `shape` is what ran
         "shape": {"dim": ours.model.dim, "n_layers": ours.model.n_layers, "n_heads": ours.model.n_heads,
-                  "vocab_size": ours.model.vocab_size, "non_embedding_params": non_embedding_params(ours.model)},
+                  "vocab_size": ours.model.vocab_size,
+                  "non_embedding_params": describe(ours.model)["non_embedding_params"]},
         "batch": [config.train.global_batch_size, config.train.seq_len],
         "model": {"dtype": ours.model.dtype, "document_mask": bool(config.train.document_mask),
                   "scan_layers": ours.model.scan_layers, "scan_unroll": resolved.scan_unroll,
