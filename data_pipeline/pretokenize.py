@@ -44,7 +44,7 @@ def pretokenize(config, source: str, out_dir: str, chunks_per_shard: int = 64,
         records, record_format = pipeline.record_reader(spec, split, pipeline.Host(), seed=0)
         encoder = tok.BatchEncoder(sp, record_format, config.data.get("max_doc_chars", 1 << 20), encoder_threads)
         tagged = records(0).map(lambda r: (r, tf.constant(0, tf.int64)))
-        chunks = pipeline.doc_tokens(tagged, record_format, encoder)
+        chunks = pipeline.doc_tokens(tagged, record_format, encoder, pipeline.records_per_call(records(0)))
         writer = _ShardWriter(out_dir, split, chunks_per_shard, chunk_tokens, dtype)
         docs = 0
         for tokens, _, counts, _ in chunks.with_options(pipeline.options(encoder_threads)).as_numpy_iterator():

@@ -23,7 +23,9 @@ import tensorflow as tf  # TF_CPP_MIN_LOG_LEVEL: data_pipeline/__init__.py
 from data_pipeline import spm_tokenizer as tok
 from data_pipeline.sources import SourceSpec
 
-RECORDS_PER_BATCH = 128  # documents per SentencePiece call (measured: 32 gave 4 points less of raw encoding speed)
+RECORDS_PER_BATCH = 128  # documents per SentencePiece call at most (measured: 32 gave 4 points less of raw encoding speed)
+BYTES_PER_CALL = 1 << 18  # and text per call at most (records_per_call)
+PEEK_RECORDS = 32  # records whose mean size sets a source's records per call
 SELECTOR_BLOCK = 1024  # mixture draws per selector call
 PRETOKENIZED_CHUNK = 1 << 16  # tokens per record of a pretokenized shard
 
@@ -120,9 +122,27 @@ def _tfds_reader(spec: SourceSpec, split: str, host: Host) -> tf.data.Dataset:
     return ds.map(lambda ex: ex[text_key])
 
 
+def records_per_call(records: tf.data.Dataset) -> int:
+    """Documents per SentencePiece call for a source whose records (one pass, `records`) are text: about
+    BYTES_PER_CALL of text by the mean size of the first PEEK_RECORDS, between 1 and RECORDS_PER_BATCH. A fixed
+    128 made one call of the bundled books (130 kB a document) tokenize 3 MB before the source's first row came
+    out: seconds of every run's start. The packed rows do not depend on it (the packer carries each call's tail
+    over). Give it a dataset of its own (record_reader's pass built again): iterating the one that will be
+    trained on would move its per-iteration file order. An unreadable file is left to the stream's own checks,
+    which name it (read_error)."""
+    try:
+        sizes = [len(record) for record in records.take(PEEK_RECORDS).as_numpy_iterator()]
+    except tf.errors.OpError:
+        return RECORDS_PER_BATCH
+    if not sizes:
+        return RECORDS_PER_BATCH
+    return max(1, min(RECORDS_PER_BATCH, round(BYTES_PER_CALL * len(sizes) / max(1, sum(sizes)))))
+
+
 def doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchEncoder | None,
-                ) -> tf.data.Dataset:
-    """(record, epoch) -> (flat token ids with BOS/EOS, epoch, COUNTERS, bytes read) per batch of records."""
+               per_call: int = RECORDS_PER_BATCH) -> tf.data.Dataset:
+    """(record, epoch) -> (flat token ids with BOS/EOS, epoch, COUNTERS, bytes read) per batch of `per_call`
+    records (records_per_call)."""
     n = len(tok.COUNTERS)
     newline = 1 if record_format == "jsonl" else 0  # a line's share of its file, as the manifest counts it
     if record_format in ("uint16", "int32"):  # pretokenized: records are chunks of the token stream
@@ -137,7 +157,7 @@ def doc_tokens(records: tf.data.Dataset, record_format: str, encoder: tok.BatchE
         nbytes = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64) + newline)
         return flat, tf.reduce_max(epochs), counts, nbytes
 
-    return records.batch(RECORDS_PER_BATCH).map(encode, num_parallel_calls=encoder.calls, deterministic=True)
+    return records.batch(per_call).map(encode, num_parallel_calls=encoder.calls, deterministic=True)
 
 
 def _pack(chunks: tf.data.Dataset, row_len: int, source_index: int, row_dtype: tf.DType) -> tf.data.Dataset:
@@ -183,7 +203,8 @@ def source_rows(spec: SourceSpec, split: str, source_index: int, *, host: Host, 
     encoder = tok.BatchEncoder(sp, record_format, max_doc_chars, threads) if record_format in ("jsonl", "text") \
         else None
     row_dtype = tf.uint16 if sp.vocab_size() <= 1 << 16 else tf.int32
-    rows = _pack(doc_tokens(tagged, record_format, encoder), row_len, source_index, row_dtype)
+    per_call = records_per_call(records(0)) if encoder is not None else RECORDS_PER_BATCH
+    rows = _pack(doc_tokens(tagged, record_format, encoder, per_call), row_len, source_index, row_dtype)
     if shuffle_buffer > 1:  # file order is the same on all hosts (they split it); row order is per host
         rows = rows.shuffle(shuffle_buffer, seed=seed * 1_000_003 + host.index, reshuffle_each_iteration=False)
     return rows

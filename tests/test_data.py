@@ -162,6 +162,23 @@ def test_packing_conserves_every_token_in_order(corpus_dir, sp):
     assert (rows == sp.bos_id()).sum() == (expected[:rows.size] == sp.bos_id()).sum()
 
 
+def test_records_per_call_follows_document_size_and_leaves_the_rows_as_they_are(corpus_dir, sp, monkeypatch):
+    import tensorflow as tf
+
+    def records(sizes):
+        return tf.data.Dataset.from_tensor_slices(tf.constant([b"x" * n for n in sizes], tf.string))
+
+    assert pipeline.records_per_call(records([130_000] * 40)) == 2  # books: a few documents per call, not 3 MB
+    assert pipeline.records_per_call(records([10_000_000])) == 1
+    assert pipeline.records_per_call(records([500] * 40)) == pipeline.RECORDS_PER_BATCH  # wikipedia-sized: capped
+    assert pipeline.records_per_call(records([])) == pipeline.RECORDS_PER_BATCH
+    spec = sources.parse_spec("books", "", corpus_dir)
+    by_size = one_pass(spec, sp)
+    for fixed in (1, 3, pipeline.RECORDS_PER_BATCH):
+        monkeypatch.setattr(pipeline, "records_per_call", lambda records, fixed=fixed: fixed)  # and no peek
+        np.testing.assert_array_equal(one_pass(spec, sp), by_size)
+
+
 # ---------------------------------------------------------------------------------------------- the stream
 @pytest.fixture(scope="module")
 def drawn(corpus_dir):
