@@ -1,5 +1,12 @@
-"""Running a sweep's runs locally, one after another, each a `python -m llama_jax.train` process (TPU pods:
-experiments.pod), and what both launchers share: the training command, the run record, a run's latest step.
+"""Running a sweep's runs locally, one after another, each a `python -m llama_jax.train` process or all in this
+process (`run_local(..., in_process=True)`, `experiments.sweep --runner=inline`; TPU pods: experiments.pod), and
+what both launchers share: the training command, the run record, a run's latest step.
+
+In one process, the interpreter's start, the imports (JAX, TensorFlow: 4-10 s on 2 cores) and JAX's set-up are
+paid once for the sweep instead of once per run, which for a swarm of 20-second proxies is the largest share of
+what is not training (docs/benchmarks.md, "The sweep's overheads"). Each run's log then goes to its train.log as
+before; a SIGTERM during a run's training saves its checkpoint and stops the sweep, one between runs stops it at
+once (the finished runs are finished, the next one has not started).
 
 Locally every run is resumable exactly as `llama_jax.train` is: a run whose final checkpoint exists is skipped, a
 killed one resumes from its latest checkpoint, and a cooldown branch (Hägele et al. 2024) starts from the
@@ -91,16 +98,37 @@ def _start(command: list[str], out, env: dict[str, str] | None = None) -> subpro
                                 env={**os.environ, **(env or {})})
 
 
-def run_local(runs: list[Run], root: str, log: Callable[[str], None] = print) -> list[dict]:
-    """Train `runs` one after another in `root/<sweep>/<name>`, skipping finished ones; returns one record per
-    run (name, status, wall seconds). A run that exits without its final checkpoint stops the sweep (ValueError)."""
-    return [train_run(run, root, log) for run in runs]
+def use_shared_caches(root: str) -> None:
+    """shared_caches(root) for training in this process: the environment (the stream cache reads it at each
+    use) and JAX's configuration (read from the environment only when JAX is imported)."""
+    import jax
+
+    caches = shared_caches(root)
+    os.environ.update(caches)
+    jax.config.update("jax_compilation_cache_dir", caches["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(caches["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", int(caches["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 
-def train_run(run: Run, root: str, log: Callable[[str], None] = print, forward_sigterm: bool = True) -> dict:
-    """Train `run` in `root/<sweep>/<name>` (resuming its latest checkpoint) unless it is finished; returns its
-    record (name, status, wall seconds); ValueError when training exits without the final checkpoint. With
-    `forward_sigterm`, a SIGTERM to this process is passed on to training, which saves a checkpoint and stops."""
+def run_local(runs: list[Run], root: str, log: Callable[[str], None] = print, in_process: bool = False) -> list[dict]:
+    """Train `runs` one after another in `root/<sweep>/<name>`, skipping finished ones, each in a training process
+    of its own or, `in_process`, all in this one; returns one record per run (name, status, wall seconds). A run
+    that stops without its final checkpoint stops the sweep (ValueError)."""
+    if in_process:
+        from llama_jax.train import loop
+
+        use_shared_caches(root)
+        loop.configure_logging()
+    return [train_run(run, root, log, in_process=in_process) for run in runs]
+
+
+def train_run(run: Run, root: str, log: Callable[[str], None] = print, forward_sigterm: bool = True,
+              in_process: bool = False) -> dict:
+    """Train `run` in `root/<sweep>/<name>` (resuming its latest checkpoint) unless it is finished, in a process
+    of its own or, `in_process`, in this one (see run_local); returns its record (name, status, wall seconds);
+    ValueError when training stops without the final checkpoint. With `forward_sigterm`, a SIGTERM to this
+    process is passed on to the training process, which saves a checkpoint and stops."""
     workdir = run.workdir(root)
     if is_finished(run, root):
         log(f"{run.name}: finished, skipped")
@@ -108,25 +136,54 @@ def train_run(run: Run, root: str, log: Callable[[str], None] = print, forward_s
     os.makedirs(workdir, exist_ok=True)
     write_run_record(run, workdir)
     command = train_command(run, root)
-    log(f"{run.name}: training {run.config.train.steps} steps ({shlex.join(command[1:])}); log in {workdir}/train.log")
+    how = f"in this process, as {shlex.join(command[1:])} would" if in_process else f"({shlex.join(command[1:])})"
+    log(f"{run.name}: training {run.config.train.steps} steps {how}; log in {workdir}/train.log")
     start = time.perf_counter()
     with open(os.path.join(workdir, "train.log"), "a") as out:
         # One training process per workdir: a rerun waits here until an interrupted run's training process
         # (which holds this file open as its output, and so the lock) has saved its checkpoint and exited.
         fcntl.flock(out, fcntl.LOCK_EX)
-        child = _start(command, out, shared_caches(root))
-        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM)) if forward_sigterm else None
-        try:
-            status = child.wait()
-        finally:
-            if forward_sigterm:
-                signal.signal(signal.SIGTERM, previous)
+        if in_process:
+            status = _train_here(run, root, out)
+        else:
+            child = _start(command, out, shared_caches(root))
+            previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM)) if forward_sigterm \
+                else None
+            try:
+                status = child.wait()
+            finally:
+                if forward_sigterm:
+                    signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - start
     if not is_finished(run, root):
         raise ValueError(f"{run.name} stopped (exit status {status}) before its final step "
                          f"{run.config.train.steps}; see {workdir}/train.log, then rerun the sweep to resume it")
     log(f"{run.name}: finished in {wall:.0f} s")
     return {"run": run.name, "status": "trained", "wall_s": wall}
+
+
+def _train_here(run: Run, root: str, out) -> int:
+    """Train `run` in this process (llama_jax.train.loop.train) with its log records, progress bar and warnings
+    in `out` (its train.log) instead of the console, as a training process of its own has them; the exit status
+    such a process would have had: 0, or 1 when it stopped before its final step (preempted)."""
+    import contextlib
+    import logging
+
+    from llama_jax.train import loop
+
+    root_logger = logging.getLogger()
+    console = root_logger.handlers[:]
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname).1s%(asctime)s %(module)s] %(message)s"))
+    root_logger.handlers[:] = [handler]
+    branch = None if run.branch is None else (run.workdir(root, run.branch[0]), run.branch[1])
+    try:
+        with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
+            loop.train(run.config, run.workdir(root), branch=branch)
+    finally:
+        root_logger.handlers[:] = console
+        out.flush()
+    return 0 if is_finished(run, root) else 1
 
 
 def write_run_record(run: Run, workdir: str, commit: str | None = None) -> None:

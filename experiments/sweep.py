@@ -241,8 +241,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fit-cache", "--fit_cache", default=DEFAULT_FIT_CACHE, help="JSON lines of AOT fit results")
     parser.add_argument("--launch", choices=("local", "tpu", "xpk"), default="local",
                         help="where the runs train: here, on queued resources (gcloud), on GKE (xpk)")
-    parser.add_argument("--runner", choices=("local", "ray"), default="local", help="with --launch=local: the "
-                        "runs one after another here, or as tasks on an existing Ray cluster (experiments.ray_runner)")
+    parser.add_argument("--runner", choices=("local", "inline", "ray"), default="local", help="with --launch=local: "
+                        "the runs one after another here, each a training process of its own (local) or all in this "
+                        "process (inline: start, imports and set-up once, for swarms of short runs), or as tasks on "
+                        "an existing Ray cluster (experiments.ray_runner)")
     parser.add_argument("--address", default=ray_runner.DEFAULT_ADDRESS, help="with --runner=ray: the cluster's "
                         "head, host:port (auto: RAY_ADDRESS, else the head `ray start --head` started on this machine)")
     parser.add_argument("--cpus-per-run", "--cpus_per_run", type=float, default=ray_runner.Resources.cpus,
@@ -304,8 +306,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for flag in ("slices", "max_slices"):
         if getattr(args, flag) < 1:
             raise cli.UsageError(f"--{flag}={getattr(args, flag)} must be at least 1")
-    if args.runner == "ray" and remote:
-        raise cli.UsageError(f"--runner=ray is for --launch=local; --launch={args.launch} runs on its own machines")
+    if args.runner != "local" and remote:
+        raise cli.UsageError(f"--runner={args.runner} is for --launch=local; --launch={args.launch} runs on its own "
+                             "machines")
     if not args.cpus_per_run > 0:
         raise cli.UsageError(f"--cpus_per_run={args.cpus_per_run:g} must be positive (a run needs a core)")
     for flag in ("gpus_per_run", "tpu_chips_per_run"):
@@ -374,7 +377,7 @@ def main() -> None:
     if args.launch == "local":
         from experiments import launch
 
-        launch.run_local(runs, args.workdir)
+        launch.run_local(runs, args.workdir, in_process=args.runner == "inline")
         return
     from experiments import pod
 

@@ -250,6 +250,25 @@ def test_a_sweep_killed_mid_way_finishes_with_the_same_results(uninterrupted, tm
     assert rerun.stdout.count("finished, skipped") == 3  # a finished sweep trains nothing again
 
 
+def test_a_sweep_trained_in_one_process_gives_the_same_results_and_logs(uninterrupted, tmp_path):
+    root = str(tmp_path)
+    done = subprocess.run([*_sweep_command(root), "--runner=inline"], cwd=ROOT, check=True, capture_output=True,
+                          text=True)
+    assert _final_losses(root) == _final_losses(uninterrupted)  # the cooldown branches too, bit for bit
+    assert "train step compiled" not in done.stdout + done.stderr  # the runs' logs are in their train.log files
+    timing = {run.name: [json.loads(line) for line in open(f"{run.workdir(root)}/timing.jsonl")]
+              for run in sweep.expand(DEBUG_SWEEP)}
+    for name, lines in timing.items():
+        assert len(lines) == 1
+        assert "train step compiled" in open(f"{root}/debug_sweep/{name}/train.log").read()
+    # the process's start and imports are charged once, to the first run it trained
+    assert timing["debug_3.84k_stable"][0]["start_s"] > 0
+    assert timing["debug_2.56k"][0]["start_s"] == timing["debug_5.12k"][0]["start_s"] == 0
+    rerun = subprocess.run([*_sweep_command(root), "--runner=inline"], cwd=ROOT, check=True, capture_output=True,
+                           text=True)
+    assert rerun.stdout.count("finished, skipped") == 3
+
+
 def _train_processes(workdir: str) -> list[str]:
     """PIDs of live processes training in `workdir`."""
     found = []

@@ -231,15 +231,23 @@ def initialize_distributed() -> None:
         jax.distributed.initialize()  # TPU pods and known cluster managers describe the job themselves
 
 
+def _ours(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or any(p in record.pathname for p in ("/llama_jax/", "/data_pipeline/"))
+
+
+def configure_logging() -> None:
+    """INFO from process 0 only; orbax and TensorFlow report every save at INFO: keep INFO from this project
+    only, warnings from all."""
+    logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+    if _ours not in logging.getLogger("absl").filters:
+        logging.getLogger("absl").addFilter(_ours)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     initialize_distributed()
-    logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-    # orbax and TensorFlow report every save at INFO: keep INFO from this project only, warnings from all.
-    logging.getLogger("absl").addFilter(
-        lambda r: r.levelno >= logging.WARNING or any(p in r.pathname for p in ("/llama_jax/", "/data_pipeline/"))
-    )
+    configure_logging()
     FLAGS = flags.FLAGS
     if (FLAGS.branch_from is None) != (FLAGS.branch_step is None):
         raise cli.UsageError("give both --branch_from=WORKDIR and --branch_step=STEP, or neither")

@@ -64,8 +64,12 @@ class Phases:
     them with `start` (process start to this object: interpreter, imports, flags), `other` (the rest of the
     time since) and `total`, the sums a sweep's overhead is read from (experiments.overhead)."""
 
+    started: set[int] = set()  # processes whose start is charged: to the first run one trains (a sweep's
+    # in-process runner trains many, each of the others starts at no cost)
+
     def __init__(self):
-        self.start = seconds_since_process_start()
+        self.start = None if os.getpid() in Phases.started else seconds_since_process_start()
+        Phases.started.add(os.getpid())
         self.created = time.perf_counter()
         self.seconds: dict[str, float] = {}
 
