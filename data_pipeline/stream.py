@@ -192,11 +192,15 @@ class EvalStream:
             for element in self._dataset.take(self.batches):
                 rows.append(element.numpy().astype(np.int32))
                 read.append(packed_batch(rows[-1], self.bos, self.eos))
-                yield read[-1]
-            if len(read) == self.batches:
-                self._kept = [_read_only(batch) for batch in read]  # shared by every later pass
-                if self._on_first_pass is not None:
-                    self._on_first_pass(np.stack(rows))
+                if len(read) == self.batches:  # kept before the last batch is yielded: a consumer that stops
+                    # after `batches` of them (zip with a range, as the held-out evaluation reads) never resumes
+                    # this generator, and the pass would be read again at every evaluation, never cached
+                    self._kept = [_read_only(batch) for batch in read]  # shared by every later pass
+                    if self._on_first_pass is not None:
+                        self._on_first_pass(np.stack(rows))
+                    yield self._kept[-1]
+                else:
+                    yield read[-1]
 
         batches = generate()
         self._open.add(batches)

@@ -48,6 +48,25 @@ def held_out(config) -> dict[str, list]:
     return {name: list(stream) for name, stream in data_pipeline.eval_streams(config).items()}
 
 
+def test_an_evaluation_that_stops_after_the_last_batch_still_keeps_and_caches_the_pass(corpus, cache, monkeypatch):
+    import data_pipeline
+
+    config = make_config(corpus)
+    streams = data_pipeline.eval_streams(config)
+    first = {name: [batch for _, batch in zip(range(config.train.eval_batches), stream, strict=False)]
+             for name, stream in streams.items()}  # heldout.evaluate's way: the generators are never resumed
+    assert len(os.listdir(cache)) == len(SOURCE_NAMES)  # stored for the sweep's next run
+
+    def unread(*args, **kwargs):
+        raise AssertionError("a held-out split was read again")
+
+    monkeypatch.setattr(pipeline, "source_rows", unread)
+    for name, stream in streams.items():  # this run's next evaluation reads memory, the next run the cache
+        assert_same_batches(list(stream), first[name])
+    for name, stream in data_pipeline.eval_streams(config).items():
+        assert_same_batches(list(stream), first[name])
+
+
 def test_a_second_run_reads_its_held_out_batches_from_the_cache_unchanged(corpus, cache, counted, monkeypatch):
     config = make_config(corpus)
     first = held_out(config)  # reads the validation splits and writes them
