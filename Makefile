@@ -80,14 +80,18 @@ COLLECT = $(PY) -m experiments.collect --sweep=$(SCALING_WORKDIR)/cpu_isoflop --
 # not trained again, so a study continues in a fresh clone whose earlier workdirs are gone; without it, every run
 # trains (a reproduction), and --merge replaces the committed rows with the new ones.
 SKIP_IN = $(if $(CONTINUE),$(if $(wildcard $(1)),--skip-collected=$(1)))
+# The studies' runs train one after another in the sweep's process (start, imports and set-up once: a swarm proxy
+# costs 32-41 s instead of 45-53 s, docs/benchmarks.md "The sweep's overheads"); RUNNER=local gives each run a
+# training process of its own, as `experiments.sweep` does by default. Both give the same results bit for bit.
+RUNNER ?= inline
 scaling: study-tokenizer
-	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,lr) $(call SKIP_IN,$(STUDY_CSV))
+	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --runner=$(RUNNER) --only=$(call STAGE,lr) $(call SKIP_IN,$(STUDY_CSV))
 	$(COLLECT)
-	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,grid) $(call SKIP_IN,$(STUDY_CSV))
+	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --runner=$(RUNNER) --only=$(call STAGE,grid) $(call SKIP_IN,$(STUDY_CSV))
 	$(COLLECT)
 	test -e experiments/results/forecast.json || $(PY) -m experiments.scaling forecast --csv=$(STUDY_CSV) \
 		--sweep-file=$(STUDY) $$($(PY) -c 'from experiments.configs import cpu_isoflop; print(cpu_isoflop.forecast_args())')
-	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --only=$(call STAGE,heldout) $(call SKIP_IN,$(STUDY_CSV))
+	$(PY) -m experiments.sweep --config=$(STUDY) --workdir=$(SCALING_WORKDIR) --runner=$(RUNNER) --only=$(call STAGE,heldout) $(call SKIP_IN,$(STUDY_CSV))
 	$(COLLECT)
 	$(PY) -m experiments.scaling check-forecast --csv=$(STUDY_CSV)
 	$(PY) -m experiments.scaling isoflop --csv=$(STUDY_CSV) --sweep-file=$(STUDY) --loss=eval/mixture/loss \
@@ -106,11 +110,11 @@ TARGET_CSV := experiments/results/mixture_target.csv
 OPTIMUM := experiments/results/mixture_optimum.json
 MIXTURE_TOKENS = $$($(PY) -c 'from experiments.configs import mixture_swarm as s; print(f"--target-tokens={s.TARGET_TOKENS:g} --proxy-tokens={s.PROXY_TOKENS:g}")')
 mixture: study-tokenizer
-	$(PY) -m experiments.sweep --config=$(SWARM) --workdir=$(MIXTURE_WORKDIR) $(call SKIP_IN,$(SWARM_CSV))
+	$(PY) -m experiments.sweep --config=$(SWARM) --workdir=$(MIXTURE_WORKDIR) --runner=$(RUNNER) $(call SKIP_IN,$(SWARM_CSV))
 	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_swarm --out=$(SWARM_CSV) --merge
 	$(PY) -m experiments.mixing fit --csv=$(SWARM_CSV)
 	test -e $(OPTIMUM) || $(PY) -m experiments.mixing optimize --csv=$(SWARM_CSV) --sweep-file=$(SWARM) --out=$(OPTIMUM)
-	$(PY) -m experiments.sweep --config=$(TARGETS) --workdir=$(MIXTURE_WORKDIR) $(call SKIP_IN,$(TARGET_CSV))
+	$(PY) -m experiments.sweep --config=$(TARGETS) --workdir=$(MIXTURE_WORKDIR) --runner=$(RUNNER) $(call SKIP_IN,$(TARGET_CSV))
 	$(PY) -m experiments.collect --sweep=$(MIXTURE_WORKDIR)/mixture_target --out=$(TARGET_CSV) --merge
 	$(PY) -m experiments.mixing check --csv=$(SWARM_CSV),$(TARGET_CSV) --target-csv=$(TARGET_CSV) $(MIXTURE_TOKENS)
 	$(VENV)/bin/jupyter-execute experiments/notebooks/mixture_laws.ipynb

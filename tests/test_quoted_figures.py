@@ -141,3 +141,25 @@ def test_the_curation_engine_tables_are_the_committed_bench_runs():
             assert (float(plain), float(beam), float(ratio)) == (round(run["plain_mb_per_cpu_s"], 2),
                                                                  round(run["beam_mb_per_cpu_s"], 2),
                                                                  round(run["beam_over_plain"], 2)), (path, mb, mode)
+
+
+def test_the_sweep_overhead_table_is_the_committed_timings():
+    from experiments import overhead
+
+    columns = ["caches_off", "caches_on_eval_after_save", "after", "stream_start_local", "stream_start_inline"]
+    phases = [("start",), ("setup",), ("compile",), ("steps",), ("data_wait",), ("eval",),
+              ("checkpoint", "plot", "other"), ("total",)]
+    with open(os.path.join(ROOT, "docs", "benchmarks.md")) as f:
+        text = f.read()
+    section = text[text.index("## The sweep's overheads"):text.index("## TPU: fit and projected speed")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| phase")]
+    assert len(rows) == len(phases) + 1
+    for column, name in enumerate(columns):
+        with open(os.path.join(ROOT, "benchmarks", "results", f"cpu_sweep_overhead_{name}_2026-12-03.json")) as f:
+            runs = json.load(f)
+        total = {phase: sum(run[phase] for run in runs.values()) for phase in (*overhead.PHASES, "total")}
+        for row, keys in zip(rows, phases, strict=False):
+            quoted = float(row.split(" | ")[column + 1].split(" (")[0].strip(" |"))
+            assert abs(quoted - sum(total[k] for k in keys)) <= 1.0, (name, keys, quoted)
+        share = round(100 * overhead.overhead(total))
+        assert rows[-1].split(" | ")[column + 1].strip(" |") == f"{share}%", (name, share)
