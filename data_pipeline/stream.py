@@ -198,9 +198,7 @@ class EvalStream:
                     self._kept = [_read_only(batch) for batch in read]  # shared by every later pass
                     if self._on_first_pass is not None:
                         self._on_first_pass(np.stack(rows))
-                    yield self._kept[-1]
-                else:
-                    yield read[-1]
+                yield read[-1]
 
         batches = generate()
         self._open.add(batches)

@@ -2,11 +2,11 @@
 process (`run_local(..., in_process=True)`, `experiments.sweep --runner=inline`; TPU pods: experiments.pod), and
 what both launchers share: the training command, the run record, a run's latest step.
 
-In one process, the interpreter's start, the imports (JAX, TensorFlow: 4-10 s on 2 cores) and JAX's set-up are
-paid once for the sweep instead of once per run, which for a swarm of 20-second proxies is the largest share of
-what is not training (docs/benchmarks.md, "The sweep's overheads"). Each run's log then goes to its train.log as
-before; a SIGTERM during a run's training saves its checkpoint and stops the sweep, one between runs stops it at
-once (the finished runs are finished, the next one has not started).
+In one process, the interpreter's start, the imports (JAX; TensorFlow, with Keras, alone took 9.5 s once on 2
+cores) and JAX's set-up are paid once for the sweep instead of once per run, which for a swarm of 20-second
+proxies is the largest share of what is not training (docs/benchmarks.md, "The sweep's overheads"). Each
+run's log then goes to its train.log as before; a SIGTERM during a run's training saves its checkpoint and stops
+the sweep, one between runs stops it at once (the finished runs are finished, the next one has not started).
 
 Locally every run is resumable exactly as `llama_jax.train` is: a run whose final checkpoint exists is skipped, a
 killed one resumes from its latest checkpoint, and a cooldown branch (Hägele et al. 2024) starts from the
